@@ -1,0 +1,216 @@
+"""Readers for NYU Depth v2: the official labeled .mat (HDF5) and the nyu2 PNG layout.
+
+Both return frames as (HxWx3 uint8 RGB, HxW float32 metres) at 480x640, by index, lazily:
+the 2.8 GB labeled file is never read whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+
+from edgeticket.data.splits import Split, resolve_split
+from edgeticket.errors import UserError
+
+LABELED_FILE = "nyu_depth_v2_labeled.mat"
+FRAME_H, FRAME_W = 480, 640
+MAX_DEPTH = 10.0
+
+
+class LabeledMat:
+    """``nyu_depth_v2_labeled.mat``: MATLAB v7.3, i.e. HDF5 behind a 512-byte header.
+
+    In h5py, ``images`` is (N, 3, 640, 480) uint8 and ``depths`` (N, 640, 480) float32 metres:
+    MATLAB's column-major order shows through as swapped height and width.
+    """
+
+    kind = "labeled"
+
+    def __init__(self, path: str | Path):
+        import h5py
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserError(f"{self.path}: no such file; put {LABELED_FILE} there or run `edgeticket data fetch nyu`.")
+        try:
+            self._f = h5py.File(self.path, "r")
+        except OSError as e:
+            raise UserError(
+                f"{self.path}: not a readable HDF5/MATLAB v7.3 file ({_first_line(e)}); the download may be truncated, fetch it again."
+            ) from None
+        self.images, self.depths = self._checked_datasets()
+
+    def _checked_datasets(self):
+        f = self._f
+        for key in ("images", "depths"):
+            if key not in f:
+                raise UserError(f"{self.path}: no {key!r} dataset; this is not NYU Depth v2's labeled file.")
+        images, depths = f["images"], f["depths"]
+        if images.ndim != 4 or tuple(images.shape[1:]) != (3, FRAME_W, FRAME_H):
+            raise UserError(
+                f"{self.path}: 'images' has shape {tuple(images.shape)}, expected (N, 3, {FRAME_W}, {FRAME_H}) as MATLAB writes it."
+            )
+        if depths.ndim != 3 or tuple(depths.shape[1:]) != (FRAME_W, FRAME_H):
+            raise UserError(
+                f"{self.path}: 'depths' has shape {tuple(depths.shape)}, expected (N, {FRAME_W}, {FRAME_H}) as MATLAB writes it."
+            )
+        if images.dtype != np.uint8:
+            raise UserError(f"{self.path}: 'images' is {images.dtype}, expected uint8 RGB.")
+        if depths.dtype not in (np.float32, np.float64):
+            raise UserError(f"{self.path}: 'depths' is {depths.dtype}, expected float32 metres.")
+        if images.shape[0] != depths.shape[0]:
+            raise UserError(f"{self.path}: {images.shape[0]} images but {depths.shape[0]} depth maps; the file is inconsistent.")
+        if images.shape[0] == 0:
+            raise UserError(f"{self.path}: the file holds no frames.")
+        return images, depths
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def frame_id(self, i: int) -> int:
+        return int(i)
+
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            rgb = np.ascontiguousarray(self.images[i].transpose(2, 1, 0))
+            depth = np.ascontiguousarray(self.depths[i].T, dtype=np.float32)
+        except OSError as e:
+            raise UserError(f"{self.path}: frame {i} cannot be read ({_first_line(e)}); the file is truncated or corrupt.") from None
+        return rgb, check_depth(depth, f"{self.path} frame {i}")
+
+    def close(self) -> None:
+        self._f.close()
+
+    def source_files(self) -> list[Path]:
+        return [self.path]
+
+
+_COLOR_RE = re.compile(r"^(\d+)_colors\.png$")
+
+
+class Nyu2Folder:
+    """The nyu2 PNG layout: ``NNNNN_colors.png`` (RGB8) and ``NNNNN_depth.png``.
+
+    Depth PNGs are uint16 millimetres (the test set's convention). 8-bit depth PNGs, as in
+    DenseDepth's training folder, are read as value / 255 * 10 m. A CSV listing (pairs of
+    colour and depth paths per row) is used when present, else the folder is scanned.
+    """
+
+    kind = "nyu2"
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.pairs = self._find_pairs()
+        if not self.pairs:
+            raise UserError(f"{self.folder}: no NNNNN_colors.png / NNNNN_depth.png pairs found.")
+
+    def _find_pairs(self) -> list[tuple[int, Path, Path]]:
+        csvs = sorted(self.folder.glob("*.csv"))
+        if csvs:
+            return self._pairs_from_csv(csvs[0])
+        pairs = []
+        for p in sorted(self.folder.iterdir()):
+            m = _COLOR_RE.match(p.name)
+            if m:
+                depth = p.with_name(f"{m.group(1)}_depth.png")
+                if not depth.exists():
+                    raise UserError(f"{p}: its depth file {depth.name} is missing.")
+                pairs.append((int(m.group(1)), p, depth))
+        return pairs
+
+    def _pairs_from_csv(self, listing: Path) -> list[tuple[int, Path, Path]]:
+        pairs = []
+        with open(listing, newline="") as f:
+            for row in csv.reader(f):
+                if len(row) < 2:
+                    continue
+                color, depth = (self._locate(listing, r.strip()) for r in row[:2])
+                m = re.match(r"^(\d+)", color.name)
+                pairs.append((int(m.group(1)) if m else len(pairs), color, depth))
+        return pairs
+
+    def _locate(self, listing: Path, rel: str) -> Path:
+        # Kaggle's CSV paths start at the archive root ("data/nyu2_test/00000_colors.png").
+        for cand in (self.folder / rel, self.folder.parent / rel, self.folder / Path(rel).name):
+            if cand.exists():
+                return cand
+        raise UserError(f"{listing}: it lists {rel}, which is not in {self.folder}.")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def frame_id(self, i: int) -> int:
+        return self.pairs[i][0]
+
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        from PIL import Image
+
+        _, cpath, dpath = self.pairs[i]
+        try:
+            with Image.open(cpath) as im:
+                rgb = np.asarray(im.convert("RGB"))
+            with Image.open(dpath) as im:
+                raw = np.asarray(im)
+        except OSError as e:
+            raise UserError(f"{cpath.parent}: frame {cpath.name} cannot be read ({_first_line(e)}).") from None
+        if raw.ndim == 3:
+            raw = raw[..., 0]
+        if raw.dtype == np.uint16 or raw.dtype == np.int32:
+            depth = raw.astype(np.float32) / 1000.0
+        elif raw.dtype == np.uint8:
+            depth = raw.astype(np.float32) / 255.0 * MAX_DEPTH
+        else:
+            raise UserError(f"{dpath}: depth PNG of type {raw.dtype}; expected uint16 millimetres.")
+        if rgb.shape[:2] != depth.shape:
+            raise UserError(f"{dpath}: depth is {depth.shape} but its colour image is {rgb.shape[:2]}.")
+        return rgb, check_depth(depth, str(dpath))
+
+    def close(self) -> None:
+        pass
+
+    def source_files(self) -> list[Path]:
+        return [p for _, c, d in self.pairs for p in (c, d)]
+
+
+def check_depth(depth: np.ndarray, where: str) -> np.ndarray:
+    """Depth must be finite and non-negative (0 marks a missing measurement)."""
+    if not np.isfinite(depth).all():
+        raise UserError(f"{where}: depth holds NaN or inf values; the file is corrupt or not depth in metres.")
+    if (depth < 0).any():
+        raise UserError(f"{where}: depth holds negative values; depth must be metres >= 0 (0 = missing).")
+    return depth
+
+
+def open_source(folder: str | Path) -> LabeledMat | Nyu2Folder:
+    """Open a dataset folder: the official labeled .mat, or a nyu2 PNG folder."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise UserError(f"{folder}: no such folder; pass a dataset folder (see `edgeticket data --help`).")
+    if folder.is_file():
+        if folder.suffix == ".mat":
+            return LabeledMat(folder)
+        raise UserError(f"{folder}: is a file; pass the folder holding {LABELED_FILE} or the nyu2 PNGs.")
+    if (folder / LABELED_FILE).exists():
+        return LabeledMat(folder / LABELED_FILE)
+    if any(_COLOR_RE.match(p.name) for p in folder.iterdir()) or any(folder.glob("*.csv")):
+        return Nyu2Folder(folder)
+    raise UserError(
+        f"{folder}: holds neither {LABELED_FILE} nor nyu2 PNGs (NNNNN_colors.png); "
+        "run `edgeticket data fetch nyu` or `edgeticket data synth`."
+    )
+
+
+def source_folder(source: LabeledMat | Nyu2Folder) -> Path:
+    return source.path.parent if isinstance(source, LabeledMat) else source.folder
+
+
+def open_with_split(folder: str | Path, val_fraction: float = 0.1, seed: int = 0) -> tuple[LabeledMat | Nyu2Folder, Split]:
+    source = open_source(folder)
+    return source, resolve_split(source_folder(source), source.kind, len(source), val_fraction, seed)
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -1,0 +1,99 @@
+"""The model registry: keyword-only builders over one private ``_fcrn``, one record each.
+
+``ModelRecord`` carries what a deployer needs to use a model (input size, mean/std) and its
+cost (MACs at the default input size, tested against the counter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from edgeticket.errors import UserError
+from edgeticket.models.fcrn import FCRN, ResNetEncoder
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    name: str
+    block: type
+    layers: tuple[int, int, int, int]
+    width: int
+    decoder_widths: tuple[int, int, int, int, int]
+    torchvision_arch: str | None  # the ImageNet ResNet whose weights fit the encoder
+    input_size: tuple[int, int] = (228, 304)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    macs: int = 0  # one image at input_size, fast decoder; see tests/test_models.py
+    meta: dict = field(default_factory=dict)
+
+
+_MODELS: dict[str, ModelRecord] = {}
+_BUILDERS: dict[str, Callable[..., FCRN]] = {}
+
+
+def register_model(record: ModelRecord):
+    def wrap(fn: Callable[..., FCRN]) -> Callable[..., FCRN]:
+        _MODELS[record.name] = record
+        _BUILDERS[record.name] = fn
+        return fn
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def get_record(name: str) -> ModelRecord:
+    if name not in _MODELS:
+        raise UserError(f"--arch {name!r} is not a known model; choose one of {', '.join(list_models())}.")
+    return _MODELS[name]
+
+
+def build_model(name: str, **kwargs) -> FCRN:
+    """Build ``name``; ``None`` keyword arguments are dropped so defaults live in one place."""
+    get_record(name)
+    return _BUILDERS[name](**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def _fcrn(record: ModelRecord, *, weights_backbone: str | None = None, fast: bool = True, progress: bool = True) -> FCRN:
+    encoder = ResNetEncoder(record.block, record.layers, record.width)
+    model = FCRN(encoder, record.decoder_widths, fast=fast)
+    if weights_backbone not in (None, "none"):
+        from edgeticket.models.pretrained import load_backbone
+
+        load_backbone(model, record, weights_backbone, progress=progress)
+    return model
+
+
+_R50 = ModelRecord("fcrn_resnet50", Bottleneck, (3, 4, 6, 3), 64, (1024, 512, 256, 128, 64), "resnet50", macs=17_484_906_880)
+_R34 = ModelRecord("fcrn_resnet34", BasicBlock, (3, 4, 6, 3), 64, (256, 128, 64, 32, 16), "resnet34", macs=0)
+_R18 = ModelRecord("fcrn_resnet18", BasicBlock, (2, 2, 2, 2), 64, (256, 128, 64, 32, 16), "resnet18", macs=0)
+_TINY = ModelRecord("fcrn_tiny", BasicBlock, (2, 2, 2, 2), 16, (64, 32, 16, 8, 4), None, macs=0)
+
+
+@register_model(_R50)
+def fcrn_resnet50(*, weights_backbone: str | None = None, fast: bool = True, progress: bool = True) -> FCRN:
+    return _fcrn(_R50, weights_backbone=weights_backbone, fast=fast, progress=progress)
+
+
+@register_model(_R34)
+def fcrn_resnet34(*, weights_backbone: str | None = None, fast: bool = True, progress: bool = True) -> FCRN:
+    return _fcrn(_R34, weights_backbone=weights_backbone, fast=fast, progress=progress)
+
+
+@register_model(_R18)
+def fcrn_resnet18(*, weights_backbone: str | None = None, fast: bool = True, progress: bool = True) -> FCRN:
+    return _fcrn(_R18, weights_backbone=weights_backbone, fast=fast, progress=progress)
+
+
+@register_model(_TINY)
+def fcrn_tiny(*, weights_backbone: str | None = None, fast: bool = True, progress: bool = True) -> FCRN:
+    """ResNet-18's structure and module names at a quarter of its widths, for tests."""
+    return _fcrn(_TINY, weights_backbone=weights_backbone, fast=fast, progress=progress)
