@@ -11,13 +11,16 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import platform
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from edgeticket import __version__
+from edgeticket.errors import UserError
 
 
 @contextlib.contextmanager
@@ -127,3 +130,23 @@ def versions() -> dict[str, str]:
 def dir_is_nonempty(path: str | os.PathLike) -> bool:
     p = Path(path)
     return p.is_dir() and any(p.iterdir())
+
+
+def load_torch(path: str | os.PathLike, allow_pickle: bool = False, what: str = "file"):
+    """``torch.load(weights_only=True)``; a file that needs pickle is refused unless allowed."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such {what} file.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as e:
+        if allow_pickle:
+            raise UserError(f"{path}: cannot be read ({str(e).splitlines()[0]}).") from None
+        raise UserError(
+            f"{path}: needs pickle to load, which can run code; pass --allow-pickle only if you trust this file."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path}: not a readable PyTorch {what} ({msg}); it may be truncated.") from None

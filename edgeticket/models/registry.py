@@ -72,10 +72,10 @@ def _fcrn(record: ModelRecord, *, weights_backbone: str | None = None, fast: boo
     return model
 
 
-_R50 = ModelRecord("fcrn_resnet50", Bottleneck, (3, 4, 6, 3), 64, (1024, 512, 256, 128, 64), "resnet50", macs=17_484_906_880)
-_R34 = ModelRecord("fcrn_resnet34", BasicBlock, (3, 4, 6, 3), 64, (256, 128, 64, 32, 16), "resnet34", macs=0)
-_R18 = ModelRecord("fcrn_resnet18", BasicBlock, (2, 2, 2, 2), 64, (256, 128, 64, 32, 16), "resnet18", macs=0)
-_TINY = ModelRecord("fcrn_tiny", BasicBlock, (2, 2, 2, 2), 16, (64, 32, 16, 8, 4), None, macs=0)
+_R50 = ModelRecord("fcrn_resnet50", Bottleneck, (3, 4, 6, 3), 64, (1024, 512, 256, 128, 64), "resnet50", macs=17_566_278_400)
+_R34 = ModelRecord("fcrn_resnet34", BasicBlock, (3, 4, 6, 3), 64, (256, 128, 64, 32, 16), "resnet34", macs=6_073_890_048)
+_R18 = ModelRecord("fcrn_resnet18", BasicBlock, (2, 2, 2, 2), 64, (256, 128, 64, 32, 16), "resnet18", macs=3_380_443_904)
+_TINY = ModelRecord("fcrn_tiny", BasicBlock, (2, 2, 2, 2), 16, (64, 32, 16, 8, 4), None, macs=243_661_568)
 
 
 @register_model(_R50)

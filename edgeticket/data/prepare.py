@@ -1,0 +1,163 @@
+"""The training cache: one HDF5 file per split, chunked per frame.
+
+``CACHE/{train,val,test}.h5`` hold ``rgb`` (N,h,w,3) uint8 and ``depth`` (N,h,w) float32 at
+the input size, and ``frame`` (N,) the source frame ids. val and test also hold
+``depth_full`` (N,480,640) float32 metres, lzf-compressed, so fine-tuning scores metrics on the
+same ground truth the bench reads. ``cache.json`` is written last and marks a finished cache.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeticket.data.geometry import DEFAULT_INPUT_SIZE, format_size, resize_depth, resize_rgb
+from edgeticket.data.nyu import FRAME_H, FRAME_W, open_with_split
+from edgeticket.errors import UserError
+from edgeticket.fsio import atomic_path, read_json, sha256_file, short_hash, versions, write_json
+
+CACHE_META = "cache.json"
+CACHE_DIRNAME = ".edgeticket-cache"
+SPLITS = ("train", "val", "test")
+CACHE_FORMAT = 1
+
+
+def is_cache(path: Path) -> bool:
+    return (Path(path) / CACHE_META).is_file()
+
+
+def source_hashes(files: list[Path]) -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in files}
+
+
+def cache_key(input_size: tuple[int, int], hashes: dict[str, str], val_fraction: float, seed: int) -> str:
+    parts = [f"{k}={v}" for k, v in sorted(hashes.items())] + [f"val={val_fraction}", f"seed={seed}", f"v{CACHE_FORMAT}"]
+    return f"{format_size(input_size)}-{short_hash(*parts)}"
+
+
+def prepare(
+    src: str | Path,
+    out: str | Path,
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    progress: bool = True,
+    overwrite: bool = False,
+    _hashes: dict[str, str] | None = None,
+) -> Path:
+    """Convert a dataset folder (official .mat or nyu2 PNGs) into a training cache at ``out``."""
+    src, out = Path(src), Path(out)
+    _refuse_out_inside(src, out)
+    source, split = open_with_split(src, val_fraction, seed)
+    hashes = _hashes or source_hashes(source.source_files())
+    key = cache_key(input_size, hashes, val_fraction, seed)
+    if is_cache(out):
+        meta = read_json(out / CACHE_META)
+        if meta.get("key") == key:
+            return out
+        if not overwrite:
+            raise UserError(f"--out {out}: holds a cache of other data or settings; pass --overwrite or another --out.")
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"--out {out}: is not empty; pass --overwrite or an empty folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CACHE_META).unlink(missing_ok=True)
+
+    t0 = time.perf_counter()
+    counts = {}
+    for name in SPLITS:
+        idx = split.indices(name)
+        counts[name] = int(len(idx))
+        _write_split(out / f"{name}.h5", source, idx, input_size, full=name != "train", progress=progress, label=name)
+    meta = {
+        "format": CACHE_FORMAT,
+        "key": key,
+        "input_size": list(input_size),
+        "source": str(src.resolve()),
+        "source_kind": source.kind,
+        "source_sha256": hashes,
+        "split_origin": split.origin,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "counts": counts,
+        "depth_full": "float32 metres, lzf",
+        "seconds": round(time.perf_counter() - t0, 2),
+        "versions": versions(),
+    }
+    write_json(out / CACHE_META, meta)
+    source.close()
+    return out
+
+
+def _write_split(path: Path, source, idx: np.ndarray, size, full: bool, progress: bool, label: str) -> None:
+    import h5py
+
+    from edgeticket.progress import track
+
+    h, w = size
+    n = len(idx)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            rgb = f.create_dataset("rgb", (n, h, w, 3), np.uint8, chunks=(1, h, w, 3) if n else None)
+            depth = f.create_dataset("depth", (n, h, w), np.float32, chunks=(1, h, w) if n else None)
+            frame = f.create_dataset("frame", (n,), np.int64)
+            dfull = None
+            if full:
+                dfull = f.create_dataset(
+                    "depth_full", (n, FRAME_H, FRAME_W), np.float32,
+                    chunks=(1, FRAME_H, FRAME_W) if n else None, compression="lzf" if n else None,
+                )
+            for j, i in enumerate(track(idx, f"prepare {label}", total=n, enabled=progress)):
+                r, d = source.read(int(i))
+                if r.shape[:2] != (FRAME_H, FRAME_W):
+                    raise UserError(f"{source_name(source)}: frame {int(i)} is {r.shape[:2]}, expected {FRAME_H}x{FRAME_W}.")
+                rgb[j] = resize_rgb(r, size)
+                depth[j] = resize_depth(d, size)
+                frame[j] = source.frame_id(int(i))
+                if dfull is not None:
+                    dfull[j] = d
+
+
+def _refuse_out_inside(src: Path, out: Path) -> None:
+    src_dir = (src if src.is_dir() else src.parent).resolve()
+    o = out.resolve()
+    if (o == src_dir or src_dir in o.parents) and CACHE_DIRNAME not in o.relative_to(src_dir).parts:
+        raise UserError(f"--out {out}: is inside the data folder {src_dir}; choose a folder outside it.")
+
+
+def source_name(source) -> str:
+    return str(getattr(source, "path", getattr(source, "folder", source)))
+
+
+def resolve_data(
+    path: str | Path,
+    input_size: tuple[int, int] | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Return a prepared cache for ``path``: the cache itself, or ``DIR/.edgeticket-cache/<H>x<W>-<hash>/``."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"--data {path}: no such file or folder.")
+    if is_cache(path):
+        meta = read_json(path / CACHE_META)
+        if input_size is not None and tuple(meta["input_size"]) != tuple(input_size):
+            raise UserError(
+                f"--data {path}: this cache is {format_size(tuple(meta['input_size']))}, not {format_size(input_size)}; "
+                "pass the dataset folder or a cache of that size."
+            )
+        return path
+    size = tuple(input_size or DEFAULT_INPUT_SIZE)
+    source, _ = open_with_split(path, val_fraction, seed)
+    hashes = source_hashes(source.source_files())
+    source.close()
+    folder = path if path.is_dir() else path.parent
+    out = folder / CACHE_DIRNAME / cache_key(size, hashes, val_fraction, seed)
+    if is_cache(out):
+        return out
+    if out.exists():
+        shutil.rmtree(out)  # an interrupted earlier prepare: its files are incomplete by definition
+    return prepare(path, out, size, val_fraction, seed, progress=progress, _hashes=hashes)

@@ -1,0 +1,105 @@
+"""The search's summary: a table (JSON, Markdown, printed) and a plot of sparsity against accuracy."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from edgeticket import paths
+from edgeticket.fsio import read_json, write_json, write_text
+
+
+def collect_rows(root: Path) -> list[dict]:
+    """One row per finished level and branch, branches right after their level."""
+    rows = []
+    for level_dir in sorted(root.glob("level_*")):
+        level = paths.parse_level_name(level_dir.name)
+        if level is None:
+            continue
+        for folder in [level_dir, *sorted(level_dir.glob("branch_*"))]:
+            sp, mt = folder / paths.SPARSITY, folder / paths.METRICS
+            if not (sp.exists() and mt.exists()):
+                continue
+            s, m = read_json(sp), read_json(mt)
+            rows.append({
+                "level": level,
+                "branch": folder.name.removeprefix("branch_") if folder != level_dir else "",
+                "path": str(folder),
+                "sparsity": s["total"]["sparsity"],
+                "channel_sparsity": s["total"]["channel_sparsity"],
+                "macs": s.get("macs", {}).get("channel"),
+                "macs_dense": s.get("macs", {}).get("dense"),
+                "val": m.get("val", {}),
+                "test": m.get("test", {}),
+            })
+    return rows
+
+
+def branch_family(name: str) -> str:
+    """'random_s1' -> 'random': seeds of one baseline are one family."""
+    return name.split("_s", 1)[0] if name else ""
+
+
+def format_table(rows: list[dict]) -> str:
+    head = "| level | branch | sparsity | channel sparsity | GMACs | val δ1 | val rmse | val abs_rel |\n"
+    head += "|---|---|---|---|---|---|---|---|\n"
+    lines = []
+    for r in rows:
+        v = r["val"]
+        macs = f"{r['macs'] / 1e9:.3f}" if r.get("macs") else "–"
+        lines.append(
+            f"| {r['level']:02d} | {r['branch'] or '–'} | {r['sparsity']:.3f} | {r['channel_sparsity']:.3f} | {macs} | "
+            f"{v.get('delta1', float('nan')):.4f} | {v.get('rmse', float('nan')):.4f} | {v.get('abs_rel', float('nan')):.4f} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def write_summary(root: str | Path, plot: bool = True) -> dict:
+    root = Path(root)
+    rows = collect_rows(root)
+    summary = {"search": str(root), "rows": rows}
+    cfg_path = root / paths.SEARCH
+    if cfg_path.exists():
+        summary["config"] = read_json(cfg_path).get("config")
+    write_json(root / paths.SUMMARY_JSON, summary)
+    write_text(root / paths.SUMMARY_MD, f"# Search summary: {root}\n\n" + format_table(rows))
+    if plot and rows:
+        plot_summary(rows, root / paths.SUMMARY_PNG)
+    return summary
+
+
+def plot_summary(rows: list[dict], out: Path) -> None:
+    """Sparsity against validation δ1 and rmse: the tickets, and each baseline's mean and spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgeticket.fsio import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "delta1", "val δ1 (higher is better)"), (axes[1], "rmse", "val rmse, m (lower is better)")):
+        main = [r for r in rows if not r["branch"]]
+        xs = [_x(r) for r in main]
+        ax.plot(xs, [r["val"].get(key) for r in main], "o-", label="ticket (IMP)")
+        families: dict[str, dict[float, list[float]]] = {}
+        for r in rows:
+            if r["branch"]:
+                families.setdefault(branch_family(r["branch"]), {}).setdefault(_x(r), []).append(r["val"].get(key))
+        for fam, pts in sorted(families.items()):
+            xs_f = sorted(pts)
+            means = [statistics.fmean(pts[x]) for x in xs_f]
+            spread = [statistics.pstdev(pts[x]) if len(pts[x]) > 1 else 0.0 for x in xs_f]
+            ax.errorbar(xs_f, means, yerr=spread, fmt="s--", capsize=3, label=f"{fam} (mean ± sd)")
+        ax.set_xlabel("weight sparsity of the prunable layers")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _x(row: dict) -> float:
+    return row["sparsity"]

@@ -1,0 +1,114 @@
+"""Fine-tuning a dense model or a ticket: the Python API behind ``edgeticket finetune``."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from edgeticket import paths
+from edgeticket.data.dataset import PreparedData
+from edgeticket.data.prepare import resolve_data
+from edgeticket.errors import UserError
+from edgeticket.fsio import dir_is_nonempty, versions
+from edgeticket.models.registry import build_model, get_record
+from edgeticket.train import distributed as D
+from edgeticket.train.trainer import TrainConfig, Trainer, TrainResult, resolve_device
+
+
+def check_out_dir(out: Path, resume: bool, overwrite: bool, owned: tuple[str, ...] = ()) -> None:
+    """Refuse a non-empty ``--out`` unless resuming or overwriting; ``--overwrite`` clears it."""
+    if not dir_is_nonempty(out):
+        return
+    if resume:
+        return
+    if not overwrite:
+        raise UserError(f"--out {out}: is not empty; pass --resume to continue that run or --overwrite to replace it.")
+    if D.current().is_main:
+        for p in out.iterdir():
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    D.barrier()
+
+
+def run_meta(arch: str, data: PreparedData, **extra) -> dict:
+    """meta.json: enough to rebuild the model and to tell, later, what made it."""
+    rec = get_record(arch)
+    return {
+        "arch": arch,
+        "input_size": list(data.input_size),
+        "mean": list(rec.mean),
+        "std": list(rec.std),
+        "output_units": "metres",
+        "data": {
+            "cache": str(data.root.resolve()),
+            "source": data.meta.get("source"),
+            "source_sha256": data.meta.get("source_sha256"),
+            "cache_key": data.meta.get("key"),
+            "split_origin": data.meta.get("split_origin"),
+            "counts": data.meta.get("counts"),
+        },
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": versions(),
+        **extra,
+    }
+
+
+def open_prepared(data: str | Path, input_size: tuple[int, int] | None, val_fraction: float = 0.1, seed: int = 0,
+                  progress: bool = True) -> PreparedData:
+    """A dataset folder or a prepared cache -> the cache; rank 0 prepares, the others wait."""
+    if D.current().is_main:
+        root = resolve_data(data, input_size, val_fraction, seed, progress=progress)
+    D.barrier()
+    if not D.current().is_main:
+        root = resolve_data(data, input_size, val_fraction, seed, progress=False)
+    return PreparedData(root)
+
+
+def finetune(
+    data: str | Path,
+    arch: str,
+    out: str | Path,
+    cfg: TrainConfig,
+    *,
+    pretrained: str = "imagenet",
+    mask=None,
+    extra_meta: dict | None = None,
+    input_size: tuple[int, int] | None = None,
+    val_fraction: float = 0.1,
+    device: str | None = "cpu",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    init_from: str | Path | None = None,
+) -> TrainResult:
+    """Fine-tune ``arch`` on ``data``; write a model directory at ``out``.
+
+    ``mask`` is a ticket (``edgeticket.tickets.Mask``: it is checked against the model with its
+    ``check_fits``); ``extra_meta`` goes into meta.json (a ticket's level, criterion, sparsity).
+    ``init_from`` starts from a model directory's ``model.pt`` instead of ``pretrained``.
+    """
+    out = Path(out)
+    dev = resolve_device(device)
+    D.init_from_env(str(dev))
+    if D.current().enabled and dev.type == "cuda":
+        dev = torch.device("cuda", D.current().local_rank)
+    get_record(arch)
+    cfg.check()
+    check_out_dir(out, resume, overwrite)
+    prepared = open_prepared(data, input_size, val_fraction, cfg.seed, progress)
+    torch.manual_seed(cfg.seed)
+    model = build_model(arch, weights_backbone=None if init_from else pretrained)
+    if init_from is not None:
+        from edgeticket.models.store import load_state
+
+        load_state(model, Path(init_from) / paths.MODEL)
+    if mask is not None:
+        mask.check_fits(model, "--mask")
+    meta = run_meta(arch, prepared, pretrained=pretrained, task="finetune", **(extra_meta or {}))
+    trainer = Trainer(model, prepared, cfg, out, meta=meta, mask=mask, device=dev, progress=progress)
+    return trainer.fit(resume=resume)
