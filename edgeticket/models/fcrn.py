@@ -102,3 +102,27 @@ class FCRN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.head(self.decoder(self.encoder(x)))
         return self.resize(y, x.shape[-2:])
+
+    def conv_bn_pairs(self) -> list[tuple[list[str], str]]:
+        """(the convs a BN normalises, the BN), for folding. An up-projection's BN sits behind the
+        interleave of four sub-convolutions; BN is per channel, so it folds into each of them."""
+        pairs = []
+        for name, mod in self.named_modules():
+            prefix = f"{name}." if name else ""
+            if isinstance(mod, BasicBlock | Bottleneck):
+                for k in (1, 2, 3):
+                    if hasattr(mod, f"bn{k}"):
+                        pairs.append(([f"{prefix}conv{k}"], f"{prefix}bn{k}"))
+                if mod.downsample is not None:
+                    pairs.append(([f"{prefix}downsample.0"], f"{prefix}downsample.1"))
+            elif isinstance(mod, UpProjection):
+                for conv, bn in (("conv1", "bn1"), ("conv2", "bn2"), ("proj", "bn3")):
+                    sub = getattr(mod, conv)
+                    convs = [f"{prefix}{conv}.{k}" for k in "abcd"] if hasattr(sub, "a") else (
+                        [f"{prefix}{conv}.conv"] if hasattr(sub, "conv") else [f"{prefix}{conv}"])
+                    pairs.append((convs, f"{prefix}{bn}"))
+            elif isinstance(mod, ResNetEncoder):
+                pairs.append(([f"{prefix}conv1"], f"{prefix}bn1"))
+            elif isinstance(mod, Decoder):
+                pairs.append(([f"{prefix}conv"], f"{prefix}bn"))
+        return pairs

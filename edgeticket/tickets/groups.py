@@ -42,7 +42,8 @@ def example_input(size: tuple[int, int] = (64, 64)) -> torch.Tensor:
 def build_graph(model: nn.Module, size: tuple[int, int] = (64, 64)) -> tp.DependencyGraph:
     was = model.training
     model.eval()
-    dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input(size).to(_device(model)))
+    with torch.enable_grad():  # the graph is traced through autograd
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input(size).to(_device(model)))
     model.train(was)
     return dg
 

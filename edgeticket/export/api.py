@@ -1,0 +1,219 @@
+"""``edgeticket export``: compaction, BN folding, ONNX, parity, INT8, as one Python call."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeticket import __version__, paths
+from edgeticket.data.augment import to_input
+from edgeticket.data.dataset import PreparedData
+from edgeticket.data.prepare import is_cache, resolve_data
+from edgeticket.errors import UserError
+from edgeticket.export.compact import ParityError, check_compaction, compact, relative_error
+from edgeticket.export.fold import fold_batchnorm
+from edgeticket.export.onnx_export import export_onnx, ort_session, run_ort
+from edgeticket.export.quantize import calibration_images, quantize_int8
+from edgeticket.fsio import dir_is_nonempty, save_torch, sha256_file, versions, write_json
+from edgeticket.models.adapt import layer_widths
+from edgeticket.models.macs import count_macs, count_params
+from edgeticket.models.store import load_model_dir
+from edgeticket.tickets.mask import Mask
+from edgeticket.train.metrics import METRIC_KEYS, MetricAccumulator
+
+PARITY_TOL = 1e-4
+NO_GAIN_NOTE = ("unstructured sparsity: compaction removes only whole dead channels, and this ticket has "
+                "{removed} of them; ONNX Runtime runs the remaining zeros at dense speed, so expect no speed-up.")
+
+
+def open_export_data(src_meta: dict, data: str | Path | None, input_size: tuple[int, int], progress: bool) -> tuple[PreparedData | None, str]:
+    """The data for parity, calibration and drift: ``--data``, else what meta.json recorded."""
+    if data is not None:
+        return PreparedData(resolve_data(data, input_size, progress=progress)), str(data)
+    rec = src_meta.get("data") or {}
+    for cand in (rec.get("cache"), rec.get("source")):
+        if not cand:
+            continue
+        p = Path(cand)
+        try:
+            if is_cache(p):
+                d = PreparedData(p)
+                if tuple(d.input_size) == tuple(input_size):
+                    return d, str(p)
+            elif p.exists():
+                return PreparedData(resolve_data(p, input_size, progress=progress)), str(p)
+        except UserError:
+            continue
+    return None, ""
+
+
+def sample_inputs(data: PreparedData | None, input_size: tuple[int, int], mean, std, n: int = 4, seed: int = 0) -> list[tuple[str, torch.Tensor]]:
+    """A batch of random inputs, and one of real images when there is data."""
+    g = torch.Generator().manual_seed(seed)
+    batches = [("random", torch.randn(n, 3, *input_size, generator=g))]
+    if data is not None:
+        for split in ("val", "test", "train"):
+            if data.count(split):
+                rgb = data.load(split).rgb[:n] if split == "train" else next(data.iter_full(split, n))[0]
+                batches.append(("real", to_input(rgb, mean, std)))
+                break
+    return batches
+
+
+def onnx_metrics(sess, data: PreparedData, split: str, mean, std, batch_size: int = 8, limit: int | None = None) -> dict:
+    acc = MetricAccumulator("cpu")
+    for rgb, gt in data.iter_full(split, batch_size, limit):
+        acc.update(torch.from_numpy(run_ort(sess, to_input(rgb, mean, std).numpy())), gt)
+    return acc.compute()
+
+
+def export(src: str | Path, out: str | Path, *, compact_model: bool | None = None, int8: bool = False,
+           data: str | Path | None = None, calib_images: int = 64, calib_stride: int = 8, simplify: bool = False,
+           overwrite: bool = False, progress: bool = True) -> dict:
+    """Export a finetune output or a search level/branch directory to ``out/model.onnx``."""
+    src, out = Path(src), Path(out)
+    t0 = time.perf_counter()
+    model, meta = load_model_dir(src)
+    model.eval()
+    mask = Mask.load(src / paths.MASK) if (src / paths.MASK).exists() else None
+    if mask is not None:
+        mask.check_fits(model, str(src / paths.MASK))
+        mask.apply_(model)
+    if dir_is_nonempty(out) and not overwrite and (out / paths.ONNX).exists():
+        raise UserError(f"--out {out}: already holds an export; pass --overwrite or another --out.")
+    size = tuple(meta["input_size"])
+    mean, std = tuple(meta["mean"]), tuple(meta["std"])
+    channel_ticket = mask is not None and any(v.dim() == 1 for v in mask.values())
+    if compact_model is None:
+        compact_model = channel_ticket
+    prepared, data_origin = open_export_data(meta, data, size, progress)
+    if int8 and prepared is None:
+        raise UserError(f"--int8: no data to calibrate on ({src / paths.META} records none that can be read); pass --data DIR.")
+    inputs = sample_inputs(prepared, size, mean, std)
+    notes = []
+    if prepared is None:
+        notes.append("no data could be read: parity was checked on random inputs only")
+
+    before_widths = layer_widths(model)
+    folded_dense = fold_batchnorm(model)
+    macs_before, params_before = count_macs(folded_dense, size), count_params(folded_dense)
+    report: dict = {"source": str(src), "arch": meta["arch"], "input_size": list(size), "data": data_origin}
+    if compact_model:
+        c = compact(model)
+        report["compaction"] = {"parity": check_compaction(model, c, inputs, PARITY_TOL),
+                                "groups_pruned": c.groups_pruned, "channels_removed": c.channels_removed,
+                                "channels_total": c.channels_total}
+        final = c.model.eval()
+    else:
+        final = model
+    removed = report.get("compaction", {}).get("channels_removed", 0)
+    if mask is not None and not channel_ticket:
+        notes.append(NO_GAIN_NOTE.format(removed=removed))
+    elif compact_model and removed == 0:
+        notes.append("compaction found no dead channels: the exported model is as wide as the source")
+
+    folded = fold_batchnorm(final)
+    macs_after, params_after = count_macs(folded, size), count_params(folded)
+    conv_before = sum(w.numel() for n, w in model.named_parameters() if n.endswith("weight") and w.dim() == 4)
+    conv_after = sum(w.numel() for n, w in final.named_parameters() if n.endswith("weight") and w.dim() == 4)
+    sparsity_u = mask.sparsity() if mask is not None else 0.0
+    sparsity_s = 1.0 - conv_after / conv_before
+    source_sha = sha256_file(src / paths.MODEL)
+    metadata = {
+        "input_size": f"{size[0]}x{size[1]}", "layout": "NCHW",
+        "mean": ",".join(f"{v:g}" for v in mean), "std": ",".join(f"{v:g}" for v in std),
+        "output_units": "metres", "arch": meta["arch"], "macs": str(macs_after), "params": str(params_after),
+        "sparsity_unstructured": f"{sparsity_u:.6f}", "sparsity_structural": f"{sparsity_s:.6f}",
+        "level": "" if meta.get("level") is None else str(meta["level"]),
+        "criterion": meta.get("criterion") or "", "branch": meta.get("branch") or "",
+        "version": __version__, "source_sha256": source_sha,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    # The compacted model is itself a model directory: a plain state dict plus its widths.
+    save_torch(out / paths.MODEL, {k: v.detach().cpu() for k, v in final.state_dict().items()})
+    out_meta = {**meta, "widths": layer_widths(final), "exported_from": str(src), "source_sha256": source_sha}
+    write_json(out / paths.META, out_meta)
+    onnx_path = out / paths.ONNX
+    export_onnx(folded, onnx_path, size, metadata)
+    if simplify:
+        notes.append(_simplify(onnx_path, folded, inputs))
+
+    sess = ort_session(onnx_path)
+    parity = {}
+    for label, x in inputs:
+        with torch.no_grad():
+            ref = model(x)
+        ort_out = torch.from_numpy(run_ort(sess, x.numpy()))
+        abs_err, rel = relative_error(ort_out, ref)
+        parity[label] = {"max_abs": abs_err, "max_rel": rel}
+        if rel > PARITY_TOL:
+            raise ParityError(f"{onnx_path}: ONNX Runtime differs from PyTorch by {rel:.2e} relative on {label} inputs "
+                              f"(limit {PARITY_TOL:g}); the export is not faithful.")
+    report.update({
+        "onnx": str(onnx_path), "onnx_bytes": onnx_path.stat().st_size, "opset": 18, "parity": parity,
+        "metadata": metadata,
+        "before": {"macs": macs_before, "params": params_before},
+        "after": {"macs": macs_after, "params": params_after},
+        "macs_ratio": macs_after / macs_before, "params_ratio": params_after / params_before,
+        "widths": widths_report_from(before_widths, layer_widths(final)),
+        "sparsity_unstructured": sparsity_u, "sparsity_structural": sparsity_s,
+    })
+    if int8:
+        report["int8"] = _int8(onnx_path, out / paths.ONNX_INT8, prepared, size, mean, std, calib_images, calib_stride, sess)
+    report["notes"] = notes
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    report["versions"] = versions()
+    write_json(out / paths.EXPORT_JSON, report)
+    return report
+
+
+def widths_report_from(before: dict[str, list[int]], after: dict[str, list[int]]) -> dict[str, list[int]]:
+    """{layer: [out channels before, after]} for every layer that got narrower."""
+    return {k: [before[k][1], after[k][1]] for k in before if k in after and before[k][1] != after[k][1]}
+
+
+def _int8(fp32: Path, path: Path, data: PreparedData, size, mean, std, n: int, stride: int, fp32_sess) -> dict:
+    images = calibration_images(data, n, size, mean, std)
+    settings = quantize_int8(fp32, path, images, stride=stride)
+    q = ort_session(path)
+    drift = {"split": "val" if data.count("val") else "test"}
+    split = drift["split"]
+    if data.count(split):
+        m32 = onnx_metrics(fp32_sess, data, split, mean, std)
+        m8 = onnx_metrics(q, data, split, mean, std)
+        drift.update({"fp32": m32, "int8": m8, "delta": {k: m8[k] - m32[k] for k in METRIC_KEYS}})
+    x = torch.from_numpy(images[: min(4, len(images))])
+    a, b = run_ort(fp32_sess, x.numpy()), run_ort(q, x.numpy())
+    abs_err = float(np.abs(a - b).max())
+    return {"path": str(path), "bytes": path.stat().st_size, **settings, "drift": drift,
+            "output_vs_fp32": {"max_abs": abs_err, "mean_abs": float(np.abs(a - b).mean()),
+                               "max_rel": abs_err / max(float(np.abs(a).max()), 1e-12)}}
+
+
+def _simplify(path: Path, folded, inputs) -> str:
+    """onnxslim, kept only where ORT parity holds afterwards."""
+    try:
+        import onnxslim
+    except ImportError:
+        return "--simplify: onnxslim is not installed (pip install onnxslim); the model was left as exported"
+    import onnx
+
+    with tempfile.TemporaryDirectory(dir=path.parent) as d:
+        cand = Path(d) / "slim.onnx"
+        onnx.save_model(onnxslim.slim(onnx.load(str(path))), str(cand))
+        sess = ort_session(cand)
+        for _, x in inputs:
+            with torch.no_grad():
+                _, rel = relative_error(torch.from_numpy(run_ort(sess, x.numpy())), folded(x))
+            if rel > PARITY_TOL:
+                return f"--simplify: onnxslim broke parity ({rel:.2e}); the model was left as exported"
+        os.replace(cand, path)
+    return "--simplify: onnxslim applied, parity kept"
+
+
+__all__ = ["export", "ParityError"]
