@@ -1,0 +1,241 @@
+"""``edgeticket bench``: accuracy and latency of ONNX models against the dense baseline.
+
+report.json schema (``schema`` = 1, stable; fields are only ever added):
+
+    {"schema": 1, "command": str, "created": str,
+     "machine": {"cpu": str, "cores_physical": int, "cores_logical": int, "platform": str},
+     "versions": {...}, "onnxruntime": str, "provider": str, "graph_optimization": str,
+     "threads": int, "data": str, "test_frames": int, "baseline": str,
+     "models": [{"path": str, "name": str, "baseline": bool,
+                 "metrics": {abs_rel, sq_rel, rmse, rmse_log, log10, delta1, delta2, delta3},
+                 "latency_ms": {"p50", "p90", "mean", "min"},
+                 "latency": {"batch1": {...}, "batchN": {...}},
+                 "throughput_img_s": {"batch1": float, "batchN": float},
+                 "size": {"bytes", "params", "macs", "sparsity_unstructured", "sparsity_structural"},
+                 "info": {"arch", "level", "criterion", "branch", "precision", "preprocess"},
+                 "vs_baseline": {"speedup", "speedup_batch", "size_ratio", "macs_ratio", "params_ratio",
+                                 "metrics_delta": {metric: model - baseline}},
+                 "gates": {"passed": bool, "failed": [str]}}],
+     "gates": [str], "plots": [str]}
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from edgeticket import paths
+from edgeticket.bench import plots
+from edgeticket.bench.evaluate import OnnxModel, evaluate_models, open_model
+from edgeticket.bench.gates import Gate, check_gates, parse_gates
+from edgeticket.bench.latency import cpu_model, measure, physical_cores
+from edgeticket.data.geometry import format_size
+from edgeticket.errors import UserError
+from edgeticket.fsio import versions, write_json, write_text
+from edgeticket.train.metrics import METRIC_KEYS
+
+SCHEMA = 1
+
+
+def _num(meta: dict, key: str, cast=float):
+    v = meta.get(key)
+    try:
+        return cast(v) if v not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def model_name(path: str) -> str:
+    """A short label: the export folder's name (and 'int8' for a quantized file)."""
+    p = Path(path)
+    base = p.parent.name or p.stem
+    return f"{base} int8" if ".int8" in p.name else base
+
+
+def resolve_provider(name: str) -> str:
+    import onnxruntime as ort
+
+    if name == "cuda":
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return "CUDAExecutionProvider"
+        print("bench: CUDAExecutionProvider is not available; using the CPU.", file=sys.stderr)
+    elif name != "cpu":
+        raise UserError(f"--provider {name!r}: choose cpu or cuda.")
+    return "CPUExecutionProvider"
+
+
+def bench(models: list[str], baseline: str, data: str | Path, out: str | Path, *, runs: int = 50, warmup: int = 5,
+          batch_size: int = 8, threads: int | None = None, provider: str = "cpu", opt_level: str = "all",
+          gate: str | None = None, input_size: str | None = None, mean: str | None = None, std: str | None = None,
+          limit: int | None = None, search: str | Path | None = None, panel_frames: int = 3, progress: bool = True,
+          command: str = "") -> dict:
+    """Evaluate and time ``models`` against ``baseline``; write report.{json,md} and plots into ``out``."""
+    if runs < 1:
+        raise UserError(f"--runs {runs}: give at least 1.")
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: give at least 1.")
+    if opt_level not in ("disable", "basic", "extended", "all"):
+        raise UserError(f"--opt-level {opt_level!r}: choose disable, basic, extended or all.")
+    gates: list[Gate] = parse_gates(gate)
+    out = Path(out)
+    data = Path(data)
+    if out.resolve() == data.resolve() or data.resolve() in out.resolve().parents:
+        raise UserError(f"--out {out}: is inside the data folder {data}; choose a folder outside it.")
+    threads = threads or physical_cores()
+    prov = resolve_provider(provider)
+    paths_in = [baseline] + [m for m in models if Path(m).resolve() != Path(baseline).resolve()]
+    opened: list[OnnxModel] = [open_model(p, input_size, mean, std, threads, prov, opt_level) for p in paths_in]
+    base = opened[0]
+    for m in opened[1:]:
+        if m.pre.input_size != base.pre.input_size:
+            raise UserError(f"{m.path}: takes {format_size(m.pre.input_size)} but the baseline {base.path} takes "
+                            f"{format_size(base.pre.input_size)}; compare models of one input size.")
+
+    metrics, panel = evaluate_models(opened, data, batch_size=batch_size, limit=limit, progress=progress,
+                                     keep_frames=panel_frames)
+    entries = []
+    for m, met in zip(opened, metrics, strict=True):
+        lat1 = measure(m.sess, m.pre.input_size, 1, runs, warmup)
+        latb = measure(m.sess, m.pre.input_size, batch_size, max(3, runs // 5), max(1, warmup // 2)) if batch_size > 1 else lat1
+        entries.append(_entry(m, met, lat1, latb))
+    entries[0]["baseline"] = True
+    for e in entries:
+        e["vs_baseline"] = _versus(e, entries[0])
+        failed = check_gates(gates, e) if not e["baseline"] else []
+        e["gates"] = {"passed": not failed, "failed": failed}
+
+    import onnxruntime as ort
+
+    report = {
+        "schema": SCHEMA,
+        "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cpu": cpu_model(), "cores_physical": physical_cores(), "cores_logical": os.cpu_count(),
+                    "platform": platform.platform()},
+        "versions": versions(),
+        "onnxruntime": ort.__version__,
+        "provider": prov,
+        "graph_optimization": opt_level,
+        "threads": threads,
+        "data": str(data),
+        "test_frames": metrics[0].get("n_images", 0),
+        "baseline": base.path,
+        "models": entries,
+        "gates": [str(g) for g in gates],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    report["plots"] = _plots(entries, panel, out, search)
+    write_json(out / paths.REPORT_JSON, report)
+    write_text(out / paths.REPORT_MD, markdown(report))
+    return report
+
+
+def _entry(m: OnnxModel, met: dict, lat1: dict, latb: dict) -> dict:
+    md = m.metadata
+    return {
+        "path": m.path,
+        "name": model_name(m.path),
+        "baseline": False,
+        "metrics": {k: met[k] for k in METRIC_KEYS},
+        "latency_ms": {k: lat1[k] for k in ("p50", "p90", "mean", "min")},
+        "latency": {"batch1": lat1, f"batch{latb['batch']}": latb},
+        "throughput_img_s": {"batch1": lat1["images_per_s"], f"batch{latb['batch']}": latb["images_per_s"]},
+        "size": {"bytes": m.bytes, "params": _num(md, "params", int), "macs": _num(md, "macs", int),
+                 "sparsity_unstructured": _num(md, "sparsity_unstructured"),
+                 "sparsity_structural": _num(md, "sparsity_structural")},
+        "info": {"arch": md.get("arch"), "level": md.get("level"), "criterion": md.get("criterion"),
+                 "branch": md.get("branch"), "precision": md.get("precision", "fp32"),
+                 "preprocess": {"input_size": format_size(m.pre.input_size), "mean": m.pre.mean, "std": m.pre.std,
+                                "from": m.pre.source}},
+    }
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def _versus(e: dict, base: dict) -> dict:
+    lb = [k for k in e["latency"] if k != "batch1"]
+    return {
+        "speedup": base["latency_ms"]["p50"] / e["latency_ms"]["p50"],
+        "speedup_batch": (base["latency"][lb[0]]["p50"] / e["latency"][lb[0]]["p50"]) if lb and lb[0] in base["latency"] else None,
+        "size_ratio": e["size"]["bytes"] / base["size"]["bytes"],
+        "macs_ratio": _ratio(e["size"]["macs"], base["size"]["macs"]),
+        "params_ratio": _ratio(e["size"]["params"], base["size"]["params"]),
+        "metrics_delta": {k: e["metrics"][k] - base["metrics"][k] for k in METRIC_KEYS},
+    }
+
+
+def _fmt(v, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def markdown(report: dict) -> str:
+    m0 = report["machine"]
+    lines = [
+        "# edgeticket bench\n",
+        f"`{report['command']}`  \n" if report["command"] else "",
+        f"{m0['cpu']}, {report['threads']} threads, ONNX Runtime {report['onnxruntime']} ({report['provider']}, "
+        f"graph optimisation {report['graph_optimization']}); {report['test_frames']} test frames of {report['data']}.\n",
+        "| model | δ1 | Δδ1 | rmse | Δrmse | abs_rel | p50 ms | p90 ms | speedup | img/s (b1) | GMACs | MACs ratio | MB | sparsity (unstr./struct.) | gates |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in report["models"]:
+        v, s, d = e["vs_baseline"], e["size"], e["vs_baseline"]["metrics_delta"]
+        name = f"**{e['name']}** (baseline)" if e["baseline"] else e["name"]
+        gates = "–" if e["baseline"] or not report["gates"] else ("pass" if e["gates"]["passed"] else "FAIL: " + "; ".join(e["gates"]["failed"]))
+        lines.append(
+            f"| {name} | {e['metrics']['delta1']:.4f} | {d['delta1']:+.4f} | {e['metrics']['rmse']:.4f} | {d['rmse']:+.4f} | "
+            f"{e['metrics']['abs_rel']:.4f} | {e['latency_ms']['p50']:.1f} | {e['latency_ms']['p90']:.1f} | {v['speedup']:.2f}x | "
+            f"{e['throughput_img_s']['batch1']:.1f} | {_fmt(s['macs'] and s['macs'] / 1e9, '.3f')} | {_fmt(v['macs_ratio'], '.3f')} | "
+            f"{s['bytes'] / 1e6:.2f} | {_fmt(s['sparsity_unstructured'], '.2f')} / {_fmt(s['sparsity_structural'], '.2f')} | {gates} |"
+        )
+    lines.append("")
+    lines.append("Speedup is the baseline's p50 over the model's (batch 1). Unstructured sparsity gives ONNX Runtime no "
+                 "speed: only removed channels (structural sparsity) and INT8 do.")
+    if report.get("plots"):
+        lines.append("")
+        lines += [f"![{Path(p).stem}]({Path(p).name})" for p in report["plots"]]
+    return "\n".join(lines) + "\n"
+
+
+def _plots(entries: list[dict], panel: dict, out: Path, search: str | Path | None) -> list[str]:
+    written = []
+    p = out / "accuracy_vs_latency.png"
+    plots.accuracy_vs_latency(entries, p)
+    written.append(str(p))
+    rows = [{"sparsity": e["size"]["sparsity_unstructured"] or 0.0, "delta1": e["metrics"]["delta1"],
+             "family": _family(e["info"]["branch"])} for e in entries
+            if e["info"].get("level") not in (None, "") and e["info"].get("precision") == "fp32"]
+    if search is not None:
+        from edgeticket.tickets.summary import branch_family, collect_rows
+
+        rows = [{"sparsity": r["sparsity"], "delta1": r["test"].get("delta1"), "family": branch_family(r["branch"]) or "ticket"}
+                for r in collect_rows(Path(search)) if r["test"]]
+        title = f"search {search}: test δ1 (PyTorch) by level and branch"
+    else:
+        title = "benched tickets: test δ1 (ONNX Runtime)"
+    if rows:
+        p = out / "sparsity_vs_delta1.png"
+        plots.sparsity_vs_delta1(rows, p, title)
+        written.append(str(p))
+    if panel["rgb"]:
+        p = out / "predictions.png"
+        order = [0] + ([min(range(1, len(entries)), key=lambda i: entries[i]["latency_ms"]["p50"])] if len(entries) > 1 else [])
+        sub = {"rgb": panel["rgb"], "gt": panel["gt"], "frames": panel["frames"], "pred": [panel["pred"][i] for i in order]}
+        plots.prediction_panel(sub, [entries[i]["name"] for i in order], p)
+        written.append(str(p))
+    return written
+
+
+def _family(branch: str | None) -> str:
+    from edgeticket.tickets.summary import branch_family
+
+    return branch_family(branch or "") or "ticket"
+
+
+def failed_gates(report: dict) -> list[str]:
+    return [f"{e['path']}: {f}" for e in report["models"] for f in e["gates"]["failed"]]

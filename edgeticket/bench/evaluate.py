@@ -1,0 +1,129 @@
+"""Accuracy of ONNX models with ONNX Runtime on a dataset folder's test split.
+
+The ground truth is read at full resolution (480x640) from the dataset itself, never from the
+resized training cache. Each frame is resized whole to the model's input size by the same
+function ``data prepare`` uses, normalised with the model's own mean/std (from its metadata),
+and the prediction is scored by the training code's metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeticket.data.augment import to_input
+from edgeticket.data.geometry import format_size, parse_size, resize_rgb
+from edgeticket.data.nyu import open_with_split
+from edgeticket.errors import UserError
+from edgeticket.export.onnx_export import ort_session, read_metadata, run_ort
+from edgeticket.train.metrics import MetricAccumulator, upsample_to
+
+
+@dataclass
+class Preprocess:
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str  # "metadata" or "flags"
+
+
+@dataclass
+class OnnxModel:
+    path: str  # as given on the command line
+    metadata: dict[str, str]
+    pre: Preprocess
+    bytes: int
+    sess: object = field(repr=False, default=None)
+
+
+def _floats(text: str, option: str) -> tuple[float, float, float]:
+    try:
+        vals = tuple(float(v) for v in str(text).split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 3:
+        raise UserError(f"{option} {text!r}: give three comma-separated numbers, e.g. 0.485,0.456,0.406.")
+    return vals  # type: ignore[return-value]
+
+
+def open_model(path: str, input_size: str | None = None, mean: str | None = None, std: str | None = None,
+               threads: int | None = None, provider: str = "CPUExecutionProvider", opt_level: str = "all") -> OnnxModel:
+    """Open an ONNX file; preprocessing from its metadata, or from the flags for a model without it."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{path}: no such ONNX file.")
+    try:
+        meta = read_metadata(p)
+        sess = ort_session(p, threads, provider, opt_level)
+    except Exception as e:  # onnxruntime raises its own exception types for a bad file
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path}: not a loadable ONNX model ({msg[:160]}).") from None
+    if {"input_size", "mean", "std"} <= meta.keys():
+        pre = Preprocess(parse_size(meta["input_size"], f"{path} metadata input_size"),
+                         _floats(meta["mean"], f"{path} metadata mean"), _floats(meta["std"], f"{path} metadata std"),
+                         "metadata")
+    else:
+        missing = [f for f, v in (("--input-size", input_size), ("--mean", mean), ("--std", std)) if v is None]
+        if missing:
+            raise UserError(f"{path}: has no edgeticket metadata; pass {', '.join(missing)} "
+                            "(e.g. --input-size 228x304 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225).")
+        pre = Preprocess(parse_size(input_size), _floats(mean, "--mean"), _floats(std, "--std"), "flags")
+    shape = sess.get_inputs()[0].shape
+    if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]) and tuple(shape[2:]) != pre.input_size:
+        raise UserError(f"{path}: its input is {shape[2]}x{shape[3]} but its preprocessing says {format_size(pre.input_size)}.")
+    return OnnxModel(path, meta, pre, p.stat().st_size, sess)
+
+
+def evaluate_models(models: list[OnnxModel], data: str | Path, batch_size: int = 8, limit: int | None = None,
+                    progress: bool = True, keep_frames: int = 0) -> tuple[list[dict], dict]:
+    """Metrics of every model over the test split; frames are read once and fed to all models.
+
+    Returns one metrics dict per model, and ``panel``: the first ``keep_frames`` frames' RGB,
+    ground truth and predictions, for the report's picture.
+    """
+    from edgeticket.progress import track
+
+    source, split = open_with_split(data)
+    idx = split.test if limit is None else split.test[:limit]
+    if len(idx) == 0:
+        raise UserError(f"--data {data}: the test split is empty; there is nothing to evaluate.")
+    size = models[0].pre.input_size
+    accs = [MetricAccumulator("cpu") for _ in models]
+    panel = {"rgb": [], "gt": [], "pred": [[] for _ in models], "frames": []}
+    batch: list[tuple[np.ndarray, np.ndarray, int]] = []
+
+    def flush():
+        rgb_small = torch.from_numpy(np.stack([resize_rgb(r, size) for r, _, _ in batch])).permute(0, 3, 1, 2)
+        gt = torch.from_numpy(np.stack([d for _, d, _ in batch]))[:, None]
+        for k, m in enumerate(models):
+            x = to_input(rgb_small, m.pre.mean, m.pre.std).numpy()
+            pred = torch.from_numpy(run_ort(m.sess, x)).float()
+            if pred.dim() != 4 or pred.shape[1] != 1:
+                raise UserError(f"{m.path}: outputs shape {tuple(pred.shape)}; edgeticket expects depth N x 1 x h x w.")
+            accs[k].update(pred, gt)
+            need = keep_frames - len(panel["pred"][k])
+            if need > 0:
+                full = upsample_to(pred[:need], tuple(gt.shape[-2:])).clamp(1e-3, 10)
+                panel["pred"][k].extend(full[:, 0].numpy())
+        need = keep_frames - len(panel["rgb"])
+        for r, d, f in batch[: max(need, 0)]:
+            panel["rgb"].append(r)
+            panel["gt"].append(d)
+            panel["frames"].append(f)
+        batch.clear()
+
+    for i in track(idx, "bench: test frames", total=len(idx), enabled=progress):
+        rgb, depth = source.read(int(i))
+        batch.append((rgb, depth, source.frame_id(int(i))))
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    source.close()
+    return [a.compute() for a in accs], panel
+
+
+__all__ = ["OnnxModel", "Preprocess", "evaluate_models", "open_model"]

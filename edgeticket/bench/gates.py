@@ -1,0 +1,67 @@
+"""Deployment gates: ``--gate "delta1_drop<=0.01,speedup>=2"``.
+
+Comma means AND; the operators are <=, >=, <, >. ``<metric>_drop`` is baseline - model for
+delta1..3; ``<metric>_rise`` is model - baseline for the error metrics; ``speedup``,
+``size_ratio`` and ``macs_ratio`` are the ratios against the baseline.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+
+from edgeticket.errors import UserError
+
+ERROR_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10")
+DELTA_METRICS = ("delta1", "delta2", "delta3")
+RATIOS = ("speedup", "size_ratio", "macs_ratio")
+KEYS = tuple(f"{m}_drop" for m in DELTA_METRICS) + tuple(f"{m}_rise" for m in ERROR_METRICS) + RATIOS
+OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
+_GATE = re.compile(r"^\s*([a-z0-9_]+)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Gate:
+    key: str
+    op: str
+    value: float
+
+    def __str__(self) -> str:
+        return f"{self.key}{self.op}{self.value:g}"
+
+    def holds(self, actual: float) -> bool:
+        return OPS[self.op](actual, self.value)
+
+
+def parse_gates(text: str | None) -> list[Gate]:
+    if not text:
+        return []
+    gates = []
+    for part in text.split(","):
+        m = _GATE.match(part)
+        if not m:
+            raise UserError(f"--gate {part.strip()!r}: write KEY<=VALUE (or >=, <, >), e.g. delta1_drop<=0.01,speedup>=2.")
+        key, op, value = m.group(1), m.group(2), float(m.group(3))
+        if key not in KEYS:
+            raise UserError(f"--gate {part.strip()!r}: unknown key {key!r}; use one of {', '.join(KEYS)}.")
+        gates.append(Gate(key, op, value))
+    return gates
+
+
+def gate_value(key: str, vs_baseline: dict) -> float:
+    if key in RATIOS:
+        return vs_baseline[key]
+    metric, kind = key.rsplit("_", 1)
+    delta = vs_baseline["metrics_delta"][metric]  # model - baseline
+    return -delta if kind == "drop" else delta
+
+
+def check_gates(gates: list[Gate], entry: dict) -> list[str]:
+    """The gates an entry fails, each as 'key=actual fails key<op>value'."""
+    failed = []
+    for g in gates:
+        actual = gate_value(g.key, entry["vs_baseline"])
+        if not g.holds(actual):
+            failed.append(f"{g.key}={actual:.4g} fails {g}")
+    return failed

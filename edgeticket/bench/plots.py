@@ -1,0 +1,111 @@
+"""The bench's pictures: accuracy against latency with the Pareto front, sparsity against δ1,
+and a panel of test frames with one colour scale."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+from edgeticket.fsio import atomic_path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[int]:
+    """Indices of points not dominated in (lower latency, better accuracy), sorted by latency."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1] if higher_is_better else points[i][1]))
+    front, best = [], None
+    for i in order:
+        acc = points[i][1]
+        if best is None or (acc > best if higher_is_better else acc < best):
+            front.append(i)
+            best = acc
+    return front
+
+
+def accuracy_vs_latency(entries: list[dict], out: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, better_high, label in ((axes[0], "delta1", True, "δ1 (higher is better)"),
+                                        (axes[1], "rmse", False, "rmse, m (lower is better)")):
+        pts = [(e["latency_ms"]["p50"], e["metrics"][key]) for e in entries]
+        front = pareto_front(pts, better_high)
+        for e, (x, y) in zip(entries, pts, strict=True):
+            ax.scatter(x, y, s=40, marker="*" if e.get("baseline") else "o")
+            ax.annotate(e["name"], (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        fx = [pts[i][0] for i in front]
+        fy = [pts[i][1] for i in front]
+        ax.plot(fx, fy, "r--", lw=1, label="Pareto front")
+        ax.set_xlabel("latency p50, ms (batch 1)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, out)
+    plt.close(fig)
+
+
+def sparsity_vs_delta1(rows: list[dict], out: Path, title: str) -> None:
+    """rows: {"sparsity", "delta1", "family"}; tickets as a line, each baseline family as mean ± sd."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fams: dict[str, dict[float, list[float]]] = {}
+    for r in rows:
+        fams.setdefault(r["family"], {}).setdefault(round(r["sparsity"], 4), []).append(r["delta1"])
+    for fam, pts in sorted(fams.items()):
+        xs = sorted(pts)
+        means = [statistics.fmean(pts[x]) for x in xs]
+        sds = [statistics.pstdev(pts[x]) if len(pts[x]) > 1 else 0.0 for x in xs]
+        if fam == "ticket":
+            ax.plot(xs, means, "o-", label="ticket (IMP)")
+        else:
+            ax.errorbar(xs, means, yerr=sds, fmt="s--", capsize=3, label=f"{fam} (mean ± sd)")
+    ax.set_xlabel("weight sparsity")
+    ax.set_ylabel("δ1")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, out)
+    plt.close(fig)
+
+
+def prediction_panel(panel: dict, names: list[str], out: Path, max_models: int = 2) -> None:
+    """RGB / ground truth / predictions on a few test frames, every depth on one colour scale."""
+    n = len(panel["rgb"])
+    if n == 0:
+        return
+    plt = _plt()
+    cols = 2 + min(max_models, len(names))
+    fig, axes = plt.subplots(n, cols, figsize=(3.0 * cols, 2.4 * n), squeeze=False)
+    depths = [np.asarray(d) for d in panel["gt"]] + [np.asarray(p) for preds in panel["pred"][: cols - 2] for p in preds]
+    valid = np.concatenate([d[d > 0].ravel() for d in depths if (d > 0).any()])
+    vmin, vmax = float(np.percentile(valid, 1)), float(np.percentile(valid, 99))
+    im = None
+    for r in range(n):
+        axes[r][0].imshow(panel["rgb"][r])
+        axes[r][0].set_title(f"RGB (frame {panel['frames'][r]})", fontsize=8)
+        im = axes[r][1].imshow(panel["gt"][r], cmap="viridis", vmin=vmin, vmax=vmax)
+        axes[r][1].set_title("ground truth", fontsize=8)
+        for k in range(cols - 2):
+            axes[r][2 + k].imshow(panel["pred"][k][r], cmap="viridis", vmin=vmin, vmax=vmax)
+            axes[r][2 + k].set_title(names[k], fontsize=8)
+        for a in axes[r]:
+            a.axis("off")
+    fig.colorbar(im, ax=axes, shrink=0.6, label="depth, m")
+    _save(fig, out)
+    plt.close(fig)
