@@ -517,7 +517,8 @@ def _decor(rng, room, roles) -> list[_Prim]:
 
 def _sample_scene(rng: np.random.Generator) -> _Scene:
     u = functools.partial(_u, rng)
-    room = (u(3.0, 8.0), u(2.4, 3.2), u(3.5, 10.0))
+    # most rooms are small, as in NYU, whose median depth is under 3 m
+    room = (u(3.0, 8.0), u(2.4, 3.2), 3.0 + 7.0 * float(rng.beta(1.3, 2.2)))
     width, height, depth = room
     roles: list[str] = ["floor", "ceiling"]
     if rng.random() < 0.7:
@@ -528,7 +529,7 @@ def _sample_scene(rng: np.random.Generator) -> _Scene:
         walls = (2, 3, 4, 5)
     room_mats = (0, 1, *walls)
 
-    cam = (width / 2 + u(-0.3, 0.3) * width, u(0.25, max(0.3, 0.35 * depth)))
+    cam = (width / 2 + u(-0.3, 0.3) * width, u(0.25, 0.45 * depth))
     cam_y = u(1.0, 1.7)
     cam_yaw = math.radians(u(-30.0, 30.0))
     rot = _camera_rotation(cam_yaw, math.radians(u(-3.0, 15.0)), math.radians(u(-4.0, 4.0)))
