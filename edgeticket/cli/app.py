@@ -36,6 +36,7 @@ from edgeticket.cli.common import (
     ValFraction,
     Warmup,
     WeightDecay,
+    console,
     handled,
     parse_input_size,
     print_metrics_table,
@@ -285,7 +286,6 @@ def tickets_show(path: Annotated[Path, typer.Argument(help="mask.pt, or a direct
 
 
 def _show(mask, title: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     rep = mask.report()
@@ -296,7 +296,7 @@ def _show(mask, title: str) -> None:
         t.add_row(name, "x".join(map(str, r["shape"])), f"{r['sparsity']:.3f}", f"{r['channels_alive']}/{r['channels']}")
     tot = rep["total"]
     t.add_row("total", f"{tot['weights']} weights", f"{tot['sparsity']:.3f}", f"{tot['channels_alive']}/{tot['channels']}")
-    Console().print(t)
+    console().print(t)
 
 
 @tickets_app.command("branch")
@@ -420,7 +420,6 @@ def bench(
 
 
 def print_bench_table(report: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"ONNX Runtime {report['onnxruntime']}, {report['threads']} threads, {report['test_frames']} test frames")
@@ -432,7 +431,7 @@ def print_bench_table(report: dict) -> None:
                   f"{d['delta1']:+.4f}", f"{e['metrics']['rmse']:.4f}", f"{d['rmse']:+.4f}",
                   f"{e['latency_ms']['p50']:.1f}", f"{e['vs_baseline']['speedup']:.2f}x",
                   "–" if s["macs"] is None else f"{s['macs'] / 1e9:.3f}", f"{s['bytes'] / 1e6:.2f}")
-    Console().print(t)
+    console().print(t)
 
 
 # -- demo and pipeline -------------------------------------------------------------------------

@@ -81,8 +81,14 @@ def parse_input_size(text: str | None) -> tuple[int, int] | None:
     return None if text is None else parse_size(text)
 
 
-def print_metrics_table(title: str, rows: list[tuple[str, dict]]) -> None:
+def console():
+    """A rich console; off a terminal (logs, CI) wide enough that tables are not truncated."""
     from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=180)
+
+
+def print_metrics_table(title: str, rows: list[tuple[str, dict]]) -> None:
     from rich.table import Table
 
     from edgeticket.train.metrics import METRIC_KEYS
@@ -94,4 +100,4 @@ def print_metrics_table(title: str, rows: list[tuple[str, dict]]) -> None:
     for name, m in rows:
         if m:
             t.add_row(name, *[f"{m[k]:.4f}" for k in METRIC_KEYS])
-    Console().print(t)
+    console().print(t)

@@ -1,0 +1,183 @@
+"""The ONNX Runtime bench: accuracy, latency, baseline ratios, gates, report, plots, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import SIZE, shared_nyu, tiny_train_config
+
+from edgeticket import paths
+from edgeticket.bench.api import bench, failed_gates
+from edgeticket.bench.gates import parse_gates
+from edgeticket.bench.plots import pareto_front
+from edgeticket.errors import UserError
+from edgeticket.export.api import export
+from edgeticket.export.fold import fold_batchnorm
+from edgeticket.export.onnx_export import export_onnx
+from edgeticket.models import build_model
+from edgeticket.tickets.imp import SearchConfig, search
+from edgeticket.train.finetune import finetune
+from edgeticket.train.metrics import METRIC_KEYS
+
+
+@pytest.fixture(scope="module")
+def chain(synth_dir, tmp_path_factory):
+    """A briefly trained dense fcrn_tiny and a compacted channel ticket, both exported."""
+    root = tmp_path_factory.mktemp("chain")
+    finetune(synth_dir, "fcrn_tiny", root / "dense", tiny_train_config(epochs=2), pretrained="none", input_size=SIZE,
+             val_fraction=0.15, progress=False)
+    search(synth_dir, SearchConfig(arch="fcrn_tiny", pretrained="none", levels=3, criterion="channel", round_to=2,
+                                   input_size=SIZE, val_fraction=0.15, train=tiny_train_config(epochs=1)),
+           root / "search", progress=False)
+    export(root / "dense", root / "e_dense", progress=False)
+    export(paths.level_dir(root / "search", 2), root / "e_ticket", int8=True, calib_images=8, progress=False)
+    return root
+
+
+def test_whole_chain_report_and_plots(chain, synth_dir, tmp_path):
+    dense, ticket = chain / "e_dense" / paths.ONNX, chain / "e_ticket" / paths.ONNX
+    r = bench([str(ticket), str(chain / "e_ticket" / paths.ONNX_INT8)], str(dense), synth_dir, tmp_path / "b",
+              runs=5, warmup=1, batch_size=4, search=chain / "search", progress=False)
+    assert [m["path"] for m in r["models"]] == [str(dense), str(ticket), str(chain / "e_ticket" / paths.ONNX_INT8)]
+    base, t = r["models"][0], r["models"][1]
+    assert base["baseline"] and not t["baseline"]
+    for m in r["models"]:
+        assert set(METRIC_KEYS) == set(m["metrics"]) and set(m["latency_ms"]) == {"p50", "p90", "mean", "min"}
+        assert m["latency_ms"]["min"] <= m["latency_ms"]["p50"] <= m["latency_ms"]["p90"]
+        assert m["size"]["bytes"] > 0 and m["size"]["macs"] > 0 and m["vs_baseline"]["metrics_delta"]
+        assert set(m["throughput_img_s"]) == {"batch1", "batch4"}
+    assert t["vs_baseline"]["macs_ratio"] < 0.6 and t["vs_baseline"]["size_ratio"] < 1
+    assert t["vs_baseline"]["speedup"] == pytest.approx(base["latency_ms"]["p50"] / t["latency_ms"]["p50"])
+    assert t["vs_baseline"]["metrics_delta"]["delta1"] == pytest.approx(t["metrics"]["delta1"] - base["metrics"]["delta1"])
+    assert r["machine"]["cpu"] and r["machine"]["cores_physical"] >= 1 and r["onnxruntime"] and r["schema"] == 1
+    assert r["test_frames"] == base["metrics"].get("n_images", r["test_frames"]) > 0
+    saved = json.loads((tmp_path / "b" / paths.REPORT_JSON).read_text())
+    assert saved["models"][1]["path"] == str(ticket)
+    md = (tmp_path / "b" / paths.REPORT_MD).read_text()
+    assert md.count("\n| ") >= 4 and "(baseline)" in md
+    for name in ("accuracy_vs_latency.png", "sparsity_vs_delta1.png", "predictions.png"):
+        assert (tmp_path / "b" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_one_truth_bench_equals_finetune_test_metrics(chain, synth_dir, tmp_path):
+    r = bench([], str(chain / "e_dense" / paths.ONNX), synth_dir, tmp_path / "b", runs=2, warmup=1, batch_size=3,
+              progress=False)
+    ft = json.loads((chain / "dense" / paths.METRICS).read_text())["test"]
+    for k in METRIC_KEYS:
+        assert r["models"][0]["metrics"][k] == pytest.approx(ft[k], rel=1e-3), k
+
+
+def test_gates_in_both_directions(chain, synth_dir, tmp_path):
+    args = dict(runs=3, warmup=1, batch_size=4, progress=False)
+    dense, ticket = str(chain / "e_dense" / paths.ONNX), str(chain / "e_ticket" / paths.ONNX)
+    ok = bench([ticket], dense, synth_dir, tmp_path / "ok", gate="delta1_drop<=1,macs_ratio<0.9,rmse_rise<=100", **args)
+    assert failed_gates(ok) == []
+    bad = bench([ticket], dense, synth_dir, tmp_path / "bad", gate="macs_ratio>=0.95,delta1_drop<=1", **args)
+    fails = failed_gates(bad)
+    assert len(fails) == 1 and ticket in fails[0] and "macs_ratio" in fails[0] and "fails macs_ratio>=0.95" in fails[0]
+
+
+@pytest.mark.parametrize("text, match", [
+    ("delta1_drop<=0.01,speedup", "write KEY<=VALUE"), ("accuracy>=2", "unknown key 'accuracy'"),
+    ("rmse_drop<=1", "unknown key 'rmse_drop'"), ("delta1_rise<1", "unknown key"), ("speedup=>2", "write KEY"),
+])
+def test_gate_grammar_errors(text, match):
+    with pytest.raises(UserError, match=match):
+        parse_gates(text)
+
+
+def test_gate_grammar():
+    g = parse_gates("delta1_drop<=0.01, speedup>=2,size_ratio<0.5,abs_rel_rise>-1e-3")
+    assert [str(x) for x in g] == ["delta1_drop<=0.01", "speedup>=2", "size_ratio<0.5", "abs_rel_rise>-0.001"]
+
+
+def test_pareto_front():
+    pts = [(10, 0.8), (5, 0.7), (20, 0.9), (6, 0.6), (30, 0.85)]
+    assert pareto_front(pts, higher_is_better=True) == [1, 0, 2]
+    assert pareto_front([(1, 3.0), (2, 2.0), (3, 2.5)], higher_is_better=False) == [0, 1]
+
+
+def _raw_model(tmp_path, size=(48, 64), name="raw.onnx"):
+    model = fold_batchnorm(build_model("fcrn_tiny").eval())
+    export_onnx(model, tmp_path / name, size, {})
+    return tmp_path / name
+
+
+def test_model_without_metadata_needs_the_flags(chain, synth_dir, tmp_path):
+    raw = _raw_model(tmp_path)
+    with pytest.raises(UserError, match="--input-size, --mean, --std"):
+        bench([], str(raw), synth_dir, tmp_path / "b", runs=2, progress=False)
+    with pytest.raises(UserError, match="pass --std"):
+        bench([], str(raw), synth_dir, tmp_path / "b", runs=2, input_size="48x64", mean="0.485,0.456,0.406",
+              progress=False)
+    r = bench([], str(raw), synth_dir, tmp_path / "b", runs=2, warmup=1, input_size="48x64",
+              mean="0.485,0.456,0.406", std="0.229,0.224,0.225", progress=False)
+    assert r["models"][0]["info"]["preprocess"]["from"] == "flags"
+
+
+def test_bench_bad_inputs(chain, synth_dir, tmp_path):
+    dense = str(chain / "e_dense" / paths.ONNX)
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage" * 10)
+    with pytest.raises(UserError, match="not a loadable ONNX model"):
+        bench([str(corrupt)], dense, synth_dir, tmp_path / "b", runs=2, progress=False)
+    other = tmp_path / "other"
+    other.mkdir()
+    export_onnx(fold_batchnorm(build_model("fcrn_tiny").eval()), other / "m.onnx", (32, 48),
+                {"input_size": "32x48", "mean": "0.485,0.456,0.406", "std": "0.229,0.224,0.225"})
+    with pytest.raises(UserError, match="takes 32x48 but the baseline"):
+        bench([str(other / "m.onnx")], dense, synth_dir, tmp_path / "b", runs=2, progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    from test_data import write_mat
+
+    from edgeticket.data.splits import write_splits_mat
+
+    write_mat(empty / "nyu_depth_v2_labeled.mat", n=2)
+    write_splits_mat(empty / "splits.mat", np.array([0, 1]), np.array([], dtype=np.int64))
+    with pytest.raises(UserError, match="test split is empty"):
+        bench([], dense, empty, tmp_path / "b", runs=2, progress=False)
+    assert not (tmp_path / "b" / paths.REPORT_JSON).exists()
+
+
+def test_real_nyu_frames_flow_through_with_the_right_shapes(tmp_path, monkeypatch):
+    folder = shared_nyu() / "test_first10"
+    raw = _raw_model(tmp_path, (228, 304))
+    seen = {}
+    import edgeticket.bench.evaluate as ev
+
+    real_update = ev.MetricAccumulator.update
+
+    def spy(self, pred, gt):
+        seen.setdefault("pred", pred.shape)
+        seen.setdefault("gt", gt.shape)
+        seen.setdefault("gt_range", (float(gt[gt > 0].min()), float(gt.max())))
+        return real_update(self, pred, gt)
+
+    monkeypatch.setattr(ev.MetricAccumulator, "update", spy)
+    r = bench([], str(raw), folder, tmp_path / "b", runs=2, warmup=1, batch_size=5, input_size="228x304",
+              mean="0.485,0.456,0.406", std="0.229,0.224,0.225", progress=False)
+    assert seen["pred"] == (5, 1, 228, 304) and seen["gt"] == (5, 1, 480, 640)
+    assert 0.5 < seen["gt_range"][0] and seen["gt_range"][1] <= 10.0
+    m = r["models"][0]["metrics"]
+    assert r["test_frames"] == 10 and all(np.isfinite(m[k]) for k in METRIC_KEYS)
+    assert 0 <= m["delta1"] <= m["delta2"] <= m["delta3"] <= 1
+
+
+def test_bench_refuses_out_inside_data(chain, synth_dir):
+    with pytest.raises(UserError, match="inside the data folder"):
+        bench([], str(chain / "e_dense" / paths.ONNX), synth_dir, synth_dir / "bench", runs=2, progress=False)
+
+
+def test_mac_metadata_matches_a_fresh_count(chain):
+    from edgeticket.export.onnx_export import read_metadata
+    from edgeticket.models.macs import count_macs
+    from edgeticket.models.store import load_model_dir
+
+    md = read_metadata(chain / "e_ticket" / paths.ONNX)
+    model, _ = load_model_dir(chain / "e_ticket")
+    assert int(md["macs"]) == count_macs(fold_batchnorm(model.eval()), SIZE)
+    assert torch.is_tensor(next(model.parameters()))

@@ -1,0 +1,122 @@
+"""The command line: its shape, the README's commands, and clean errors."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgeticket import __version__
+from edgeticket.cli.app import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_top_level_lists_every_command():
+    out = run("--help").output
+    for cmd in ("data", "tickets", "search", "finetune", "export", "bench", "demo", "pipeline"):
+        assert re.search(rf"\b{cmd}\b", out), cmd
+    assert run("--version").output.strip() == f"edgeticket {__version__}"
+
+
+@pytest.mark.parametrize("cmd, options", [
+    (["data", "synth"], ["--n", "--seed", "--out", "--preset"]),
+    (["data", "prepare"], ["--out", "--input-size", "--val-fraction"]),
+    (["data", "fetch"], ["--out", "--sha256"]),
+    (["finetune"], ["--data", "--arch", "--pretrained", "--mask", "--input-size", "--epochs", "--out", "--device", "--resume", "--overwrite"]),
+    (["search"], ["--data", "--arch", "--pretrained", "--levels", "--epochs", "--criterion", "--out", "--input-size",
+                  "--device", "--resume", "--target-sparsity", "--scope", "--rewind", "--round-to", "--overwrite"]),
+    (["tickets", "import"], ["--arch", "--out", "--allow-pickle"]),
+    (["tickets", "branch"], ["--level", "--seeds", "--sparsity"]),
+    (["tickets", "refill"], ["--level", "--budget"]),
+    (["tickets", "show"], []),
+    (["export"], ["--onnx", "--compact", "--no-compact", "--int8", "--data", "--out"]),
+    (["bench"], ["--data", "--baseline", "--out", "--gate", "--input-size", "--mean", "--std", "--runs", "--threads"]),
+    (["demo"], ["--out"]),
+    (["pipeline"], ["--out"]),
+])
+def test_every_command_has_its_options(cmd, options):
+    res = run(*cmd, "--help")
+    assert res.exit_code == 0, res.output
+    for opt in options:
+        assert opt in res.output, (cmd, opt)
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    cmds = []
+    for block in re.findall(r"```(?:bash|sh|shell)\n(.*?)```", text, flags=re.S):
+        joined = block.replace("\\\n", " ")
+        for line in joined.splitlines():
+            line = line.strip()
+            m = re.search(r"(?:^|\s)(edgeticket\s.*)$", line)
+            if m and not line.startswith("#"):
+                cmds.append(m.group(1).split(" #")[0].strip())
+    return cmds
+
+
+def test_readme_commands_are_copy_paste_correct():
+    """Every `edgeticket ...` line of the README names a real command and only its real options."""
+    cmds = readme_commands()
+    assert len(cmds) >= 10
+    groups = {"data", "tickets"}
+    for line in cmds:
+        argv = shlex.split(line)[1:]
+        path = argv[:2] if argv and argv[0] in groups else argv[:1]
+        if path in (["--version"], ["--help"]):
+            continue
+        res = run(*path, "--help")
+        assert res.exit_code == 0, (line, res.output)
+        for opt in [a.split("=")[0] for a in argv if a.startswith("--")]:
+            assert opt in res.output, f"README: {line}: {opt} is not an option of {' '.join(path)}"
+
+
+def test_synth_and_prepare_on_tiny_data(tmp_path):
+    res = run("data", "synth", "--n", "8", "--out", tmp_path / "rooms", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert "wrote 8 frames" in res.output
+    res = run("data", "prepare", tmp_path / "rooms", "--out", tmp_path / "cache", "--input-size", "32x48", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "cache" / "cache.json").exists()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["finetune", "--data", "/no/such/dir", "--out", "OUT"], "--data /no/such/dir"),
+    (["finetune", "--data", "DATA", "--out", "OUT", "--arch", "fcrn_vgg"], "--arch 'fcrn_vgg'"),
+    (["finetune", "--data", "DATA", "--out", "OUT", "--lr", "-1"], "--lr -1"),
+    (["finetune", "--data", "DATA", "--out", "OUT", "--input-size", "228by304"], "--input-size '228by304'"),
+    (["search", "--data", "DATA", "--out", "OUT", "--levels", "0"], "--levels 0"),
+    (["search", "--data", "DATA", "--out", "OUT", "--criterion", "snip"], "--criterion 'snip'"),
+    (["search", "--data", "DATA", "--out", "OUT", "--target-sparsity", "1.2"], "--target-sparsity 1.2"),
+    (["search", "--data", "DATA", "--out", "OUT", "--rate", "-0.2"], "--rate -0.2"),
+    (["bench", "M.onnx", "--data", "DATA", "--baseline", "M.onnx", "--out", "OUT", "--gate", "speedup=2"], "--gate 'speedup=2'"),
+    (["tickets", "show", "/no/mask.pt"], "/no/mask.pt"),
+    (["data", "synth", "--n", "3", "--out", "OUT"], "--n"),
+])
+def test_bad_input_is_one_sentence_and_exit_2(tmp_path, argv, needle):
+    (tmp_path / "DATA").mkdir()
+    argv = [a.replace("DATA", str(tmp_path / "DATA")).replace("OUT", str(tmp_path / "OUT")) for a in argv]
+    res = run(*argv)
+    assert res.exit_code == 2, res.output
+    err = res.output.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edgeticket: error: ") and needle in err[0], res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "OUT").exists() or not any((tmp_path / "OUT").iterdir())
+
+
+def test_console_script_exits_2_without_traceback(tmp_path):
+    exe = Path(sys.executable).with_name("edgeticket")
+    proc = subprocess.run([str(exe), "search", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--levels", "0"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "edgeticket: error: --levels 0: give at least 1 (level 0 is the dense model)."

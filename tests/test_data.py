@@ -1,0 +1,290 @@
+"""NYU readers, the split rules, the training cache, augmentation, and bad data."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from conftest import SIZE, shared_nyu
+from PIL import Image
+
+from edgeticket.data.augment import AugmentConfig, AugmentParams, augment, sample_params, to_input
+from edgeticket.data.dataset import PreparedData
+from edgeticket.data.geometry import parse_size, resize_depth, resize_rgb
+from edgeticket.data.nyu import LABELED_FILE, LabeledMat, Nyu2Folder, open_source, open_with_split
+from edgeticket.data.prepare import CACHE_DIRNAME, prepare, resolve_data
+from edgeticket.data.splits import (
+    official_split,
+    official_split_path,
+    read_splits_mat,
+    write_splits_mat,
+)
+from edgeticket.errors import UserError
+from edgeticket.fsio import sha256_file
+
+
+def write_mat(path, images=None, depths=None, n=3, header=True, userblock=512, **extra):
+    """A labeled .mat as MATLAB writes it: HDF5 behind a 512-byte header, H and W swapped."""
+    rng = np.random.default_rng(0)
+    if images is None:
+        images = rng.integers(0, 255, (n, 3, 640, 480), dtype=np.uint8)
+    if depths is None:
+        depths = rng.uniform(0.5, 9.5, (n, 640, 480)).astype(np.float32)
+    with h5py.File(path, "w", userblock_size=userblock) as f:
+        if images is not False:
+            f.create_dataset("images", data=images)
+        if depths is not False:
+            f.create_dataset("depths", data=depths)
+        for k, v in extra.items():
+            f.create_dataset(k, data=v)
+    if header:
+        with open(path, "r+b") as fh:
+            fh.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 .".ljust(116))
+    return path
+
+
+# -- readers ------------------------------------------------------------------------------------
+
+def test_labeled_reader_orientation_units_and_header(tmp_path):
+    rgb = np.zeros((480, 640, 3), np.uint8)
+    rgb[:10, :, 0] = 255  # a red band along the top rows
+    depth = np.tile(np.linspace(1, 9, 640, dtype=np.float32), (480, 1))  # depth grows to the right
+    write_mat(tmp_path / LABELED_FILE, images=rgb.transpose(2, 1, 0)[None], depths=depth.T[None])
+    assert (tmp_path / LABELED_FILE).read_bytes()[:10] == b"MATLAB 7.3"
+    src = open_source(tmp_path)
+    assert isinstance(src, LabeledMat) and len(src) == 1
+    r, d = src.read(0)
+    assert r.shape == (480, 640, 3) and r.dtype == np.uint8 and d.shape == (480, 640) and d.dtype == np.float32
+    assert r[0, 320, 0] == 255 and r[200, 320, 0] == 0
+    assert d[100, 0] == pytest.approx(1) and d[100, -1] == pytest.approx(9)
+
+
+def test_labeled_reader_reads_lazily(tmp_path, monkeypatch):
+    write_mat(tmp_path / LABELED_FILE, n=4)
+    src = LabeledMat(tmp_path / LABELED_FILE)
+    assert isinstance(src.images, h5py.Dataset)  # a handle, not an array in memory
+    r, _ = src.read(3)
+    assert r.shape == (480, 640, 3)
+
+
+def test_real_nyu2_sample_frames_orientation_and_units():
+    folder = shared_nyu() / "test_first10"
+    src = open_source(folder)
+    assert isinstance(src, Nyu2Folder) and len(src) == 10
+    assert [src.frame_id(i) for i in range(3)] == [0, 1, 8]
+    rgb, depth = src.read(0)
+    assert rgb.shape == (480, 640, 3) and depth.shape == (480, 640)
+    assert depth.dtype == np.float32 and 0.5 < depth[depth > 0].min() and depth.max() <= 10.0
+    raw = np.asarray(Image.open(folder / "00000_depth.png"))
+    assert raw.dtype == np.uint16 and depth[100, 200] == pytest.approx(raw[100, 200] / 1000.0)
+    # the white frame border of NYU's colour images sits at the edges, not in the middle
+    assert rgb[:, :5].mean() > 200 and rgb[200:280, 280:360].mean() < 200
+    _, split = open_with_split(folder)
+    assert len(split.test) == 10 and len(split.train) == 0
+
+
+def test_nyu2_csv_listing(tmp_path):
+    folder = tmp_path / "data" / "nyu2_test"
+    folder.mkdir(parents=True)
+    for i in (3, 7):
+        Image.fromarray(np.full((480, 640, 3), i, np.uint8)).save(folder / f"{i:05d}_colors.png")
+        Image.fromarray(np.full((480, 640), 1000 * i, np.uint16)).save(folder / f"{i:05d}_depth.png")
+    (folder / "nyu2_test.csv").write_text("".join(f"data/nyu2_test/{i:05d}_colors.png,data/nyu2_test/{i:05d}_depth.png\n" for i in (7, 3)))
+    src = open_source(folder)
+    assert [src.frame_id(i) for i in range(2)] == [7, 3]
+    assert src.read(1)[1][0, 0] == pytest.approx(3.0)
+
+
+# -- splits --------------------------------------------------------------------------------------
+
+def test_shipped_official_split_equals_the_real_file():
+    real = shared_nyu() / "splits.mat"
+    assert sha256_file(official_split_path()) == sha256_file(real)
+    train, test = official_split()
+    assert len(train) == 795 and len(test) == 654
+    assert sorted(np.concatenate([train, test]).tolist()) == list(range(1449))
+    assert test[:3].tolist() == [0, 1, 8]  # 1-based 1, 2, 9
+
+
+def test_split_precedence(tmp_path):
+    # 1. the folder's own splits.mat
+    write_mat(tmp_path / LABELED_FILE, n=10)
+    write_splits_mat(tmp_path / "splits.mat", np.array([0, 1, 2, 3, 4, 5]), np.array([6, 7, 8, 9]))
+    _, s = open_with_split(tmp_path, val_fraction=0.2)
+    assert sorted(np.concatenate([s.train, s.val]).tolist()) == [0, 1, 2, 3, 4, 5] and len(s.val) == 1
+    assert s.test.tolist() == [6, 7, 8, 9] and str(tmp_path / "splits.mat") in s.origin
+    d = scipy.io.loadmat(tmp_path / "splits.mat")
+    assert d["trainNdxs"].shape == (6, 1) and d["trainNdxs"].min() == 1  # 1-based column vectors
+
+
+def test_official_split_for_1449_frames_without_a_split_file(tmp_path):
+    # a lazily allocated dataset: 1,449 frames that take no space
+    with h5py.File(tmp_path / LABELED_FILE, "w", userblock_size=512) as f:
+        f.create_dataset("images", (1449, 3, 640, 480), np.uint8, chunks=(1, 3, 640, 480))
+        f.create_dataset("depths", (1449, 640, 480), np.float32, chunks=(1, 640, 480))
+    _, s = open_with_split(tmp_path)
+    assert "official" in s.origin and len(s.test) == 654 and len(s.train) + len(s.val) == 795
+
+
+def test_no_split_is_an_error_that_says_how(tmp_path):
+    write_mat(tmp_path / LABELED_FILE, n=5)
+    with pytest.raises(UserError, match="splits.mat with trainNdxs and testNdxs"):
+        open_with_split(tmp_path)
+
+
+def test_val_fraction_is_seeded(tmp_path):
+    write_mat(tmp_path / LABELED_FILE, n=20)
+    write_splits_mat(tmp_path / "splits.mat", np.arange(12), np.arange(12, 20))
+    a = open_with_split(tmp_path, 0.25, seed=0)[1]
+    b = open_with_split(tmp_path, 0.25, seed=0)[1]
+    c = open_with_split(tmp_path, 0.25, seed=1)[1]
+    assert a.val.tolist() == b.val.tolist() and len(a.val) == 3
+    assert a.val.tolist() != c.val.tolist()
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", ["truncated", "not_hdf5", "no_images", "no_depths", "mismatched", "split_past_end",
+                                  "nan_depth", "negative_depth", "empty_folder", "swapped_dims", "wrong_dtype"])
+def test_bad_data_gets_one_sentence_naming_the_file(tmp_path, case):
+    mat = tmp_path / LABELED_FILE
+    if case == "truncated":
+        write_mat(mat, n=2)
+        mat.write_bytes(mat.read_bytes()[: 4000])
+    elif case == "not_hdf5":
+        mat.write_bytes(b"MATLAB 5.0 MAT-file" + b"\0" * 200)
+    elif case == "no_images":
+        write_mat(mat, images=False)
+    elif case == "no_depths":
+        write_mat(mat, depths=False)
+    elif case == "mismatched":
+        write_mat(mat, depths=np.ones((2, 640, 480), np.float32), n=3)
+    elif case == "split_past_end":
+        write_mat(mat, n=3)
+        write_splits_mat(tmp_path / "splits.mat", np.array([0, 1]), np.array([5]))
+    elif case == "nan_depth":
+        d = np.ones((2, 640, 480), np.float32)
+        d[1, 5, 5] = np.nan
+        write_mat(mat, depths=d, n=2)
+    elif case == "negative_depth":
+        d = np.ones((2, 640, 480), np.float32)
+        d[0, 5, 5] = -1
+        write_mat(mat, depths=d, n=2)
+    elif case == "swapped_dims":
+        write_mat(mat, images=np.zeros((2, 3, 480, 640), np.uint8), depths=np.ones((2, 480, 640), np.float32))
+    elif case == "wrong_dtype":
+        write_mat(mat, images=np.zeros((2, 3, 640, 480), np.float32), n=2)
+    if case not in ("empty_folder", "split_past_end"):
+        write_splits_mat(tmp_path / "splits.mat", np.array([0]), np.array([1]))
+    with pytest.raises(UserError) as e:
+        src, split = open_with_split(tmp_path)
+        for i in range(len(src)):
+            src.read(i)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.endswith(".")
+    assert str(tmp_path) in msg
+
+
+def test_input_size_parsing():
+    assert parse_size("228x304") == (228, 304)
+    for bad in ("228", "228x", "x304", "0x10", "228*304"):
+        with pytest.raises(UserError, match="--input-size"):
+            parse_size(bad)
+
+
+# -- prepare and the cache -------------------------------------------------------------------------
+
+def test_prepared_cache_shapes_and_full_resolution_ground_truth(cache, synth_dir):
+    data = PreparedData(cache)
+    counts = data.meta["counts"]
+    assert sum(counts.values()) == 24 and counts["val"] >= 1
+    tr = data.load("train")
+    assert tr.rgb.shape == (counts["train"], 3, *SIZE) and tr.rgb.dtype == torch.uint8
+    assert tr.depth.shape == (counts["train"], 1, *SIZE)
+    rgb, gt = next(data.iter_full("test", 4))
+    assert gt.shape == (4, 1, 480, 640)
+    src, split = open_with_split(synth_dir, 0.15)
+    raw_rgb, raw_depth = src.read(int(split.test[0]))
+    assert np.array_equal(gt[0, 0].numpy(), raw_depth)
+    assert np.array_equal(rgb[0].permute(1, 2, 0).numpy(), resize_rgb(raw_rgb, SIZE))
+
+
+def test_data_folder_is_prepared_once_into_its_own_cache(synth_dir):
+    a = resolve_data(synth_dir, SIZE, 0.15, progress=False)
+    mtime = (a / "cache.json").stat().st_mtime_ns
+    b = resolve_data(synth_dir, SIZE, 0.15, progress=False)
+    assert a == b and (b / "cache.json").stat().st_mtime_ns == mtime
+    assert a.parent.name == CACHE_DIRNAME and a.name.startswith("48x64-")
+    assert resolve_data(synth_dir, (32, 48), 0.15, progress=False) != a
+
+
+def test_cache_of_another_size_is_refused(cache):
+    with pytest.raises(UserError, match="this cache is 48x64"):
+        resolve_data(cache, (96, 128))
+
+
+def test_prepare_refuses_an_out_dir_inside_the_data(synth_dir):
+    with pytest.raises(UserError, match="inside the data folder"):
+        prepare(synth_dir, synth_dir / "cache", SIZE)
+
+
+def test_loader_throughput_is_not_a_bottleneck(prepared):
+    import time
+
+    tr = prepared.load("train")
+    t0 = time.perf_counter()
+    for _ in range(20):
+        idx = torch.randint(0, len(tr), (8,))
+        tr.rgb.index_select(0, idx), tr.depth.index_select(0, idx)
+    assert (time.perf_counter() - t0) < 5  # generous: the benchmark measures the real figure
+
+
+def test_resize_depth_never_blends_missing_pixels():
+    d = np.full((480, 640), 4.0, np.float32)
+    d[:, :320] = 0
+    out = resize_depth(d, (48, 64))
+    assert set(np.unique(out[:, :30]).round(4)) <= {0.0} and np.allclose(out[:, 34:], 4.0)
+
+
+# -- augmentation -----------------------------------------------------------------------------------
+
+def test_identity_augmentation_equals_the_evaluation_input(prepared):
+    tr = prepared.load("train")
+    rgb, depth = tr.rgb[:3], tr.depth[:3]
+    x, d = augment(rgb, depth, AugmentParams.identity(3))
+    assert torch.equal(x, to_input(rgb)) and torch.equal(d, depth)
+    none = AugmentConfig(scale=(1.0, 1.0), rotate_deg=0.0, jitter=0.0, flip=False)
+    x2, d2 = augment(rgb, depth, sample_params(3, none, torch.Generator().manual_seed(3)))
+    assert torch.equal(x2, to_input(rgb)) and torch.equal(d2, depth)
+
+
+def test_scale_divides_depth_and_flip_mirrors(prepared):
+    tr = prepared.load("train")
+    rgb, depth = tr.rgb[:1], tr.depth[:1]
+    p = AugmentParams.identity(1)
+    p.flip = torch.tensor([True])
+    x, d = augment(rgb, depth, p)
+    assert torch.equal(d, depth.flip(-1))
+    assert torch.allclose(x, to_input(rgb).flip(-1), atol=1e-5)
+    p = AugmentParams.identity(1)
+    p.scale = torch.tensor([1.5])
+    _, d = augment(rgb, depth, p)
+    centre = depth[0, 0, SIZE[0] // 2, SIZE[1] // 2]
+    assert d[0, 0, SIZE[0] // 2, SIZE[1] // 2] == pytest.approx(centre / 1.5, rel=0.05)
+
+
+def test_augmentation_is_reproducible_for_a_seed(prepared):
+    tr = prepared.load("train")
+    cfg = AugmentConfig()
+    a = augment(tr.rgb[:4], tr.depth[:4], sample_params(4, cfg, torch.Generator().manual_seed(5)))
+    b = augment(tr.rgb[:4], tr.depth[:4], sample_params(4, cfg, torch.Generator().manual_seed(5)))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], to_input(tr.rgb[:4]))
+
+
+def test_read_splits_mat_rejects_garbage(tmp_path):
+    (tmp_path / "splits.mat").write_bytes(b"nonsense")
+    with pytest.raises(UserError, match="splits.mat"):
+        read_splits_mat(tmp_path / "splits.mat")

@@ -1,0 +1,208 @@
+"""Compaction, BN folding, ONNX export and metadata, ORT parity, INT8."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import SIZE, tiny_train_config
+
+from edgeticket import paths
+from edgeticket.errors import UserError
+from edgeticket.export.api import export
+from edgeticket.export.compact import ParityError, check_compaction, compact
+from edgeticket.export.fold import fold_batchnorm
+from edgeticket.export.onnx_export import ort_session, read_metadata, run_ort
+from edgeticket.export.quantize import ArrayCalibrationReader
+from edgeticket.models import build_model
+from edgeticket.models.macs import count_macs
+from edgeticket.models.store import load_model_dir
+from edgeticket.tickets import criteria as C
+from edgeticket.tickets.groups import channel_groups, prunable_groups
+from edgeticket.tickets.imp import SearchConfig, search
+from edgeticket.tickets.mask import Mask
+
+
+def randomize_bn(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g))
+    return model.eval()
+
+
+def channel_ticket(model, density=0.5, only=None):
+    scope = C.prunable_names(model)
+    groups = prunable_groups(channel_groups(model), set(scope))
+    if only:
+        groups = [g for g in groups if g.name.startswith(only)]
+    mask = C.prune_channels(dict(model.named_parameters()), C.with_bn_entries(Mask.ones(model, scope), groups), groups,
+                            density, round_to=1).mask
+    mask.apply_(model)
+    return mask
+
+
+def test_bn_folding_is_exact_including_behind_the_interleave():
+    model = randomize_bn(build_model("fcrn_tiny"))
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(2, 3, *SIZE)
+    with torch.no_grad():
+        a, b = model(x), folded(x)
+    assert (a - b).abs().max() / a.abs().max() < 1e-5
+
+
+def test_decoder_group_compacts_with_exact_parity():
+    torch.manual_seed(0)
+    model = randomize_bn(build_model("fcrn_tiny"))
+    channel_ticket(model, 0.5, only="decoder.up2")  # one up-projection's groups only
+    c = compact(model)
+    assert c.groups_pruned == 2 and set(c.removed) >= {"decoder.up2.conv1.a", "decoder.up2.proj.d", "decoder.up2.bn3"}
+    assert c.model.decoder.up2.conv1.b.out_channels == 8 and c.model.decoder.up3.proj.a.in_channels == 8
+    res = check_compaction(model, c, [("random", torch.randn(2, 3, *SIZE))])
+    assert res["random"]["max_rel"] < 1e-5
+    assert count_macs(c.model, SIZE) < count_macs(model, SIZE)
+
+
+def test_compaction_parity_failure_names_the_first_diverging_layer():
+    torch.manual_seed(0)
+    model = randomize_bn(build_model("fcrn_tiny"))
+    channel_ticket(model, 0.5, only="decoder.up3")
+    c = compact(model)
+    with torch.no_grad():  # break the compacted model after the fact
+        c.model.decoder.up4.conv2.weight.add_(1.0)
+    with pytest.raises(ParityError, match="first diverge at decoder.up4.conv2"):
+        check_compaction(model, c, [("random", torch.randn(2, 3, *SIZE))])
+
+
+@pytest.fixture(scope="module")
+def channel_search(cache, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cs") / "s"
+    search(cache, SearchConfig(arch="fcrn_tiny", pretrained="none", levels=3, criterion="channel", round_to=2,
+                               input_size=SIZE, val_fraction=0.15, train=tiny_train_config(epochs=1)), root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def unstructured_search(cache, tmp_path_factory):
+    root = tmp_path_factory.mktemp("us") / "s"
+    search(cache, SearchConfig(arch="fcrn_tiny", pretrained="none", levels=2, criterion="magnitude-global",
+                               input_size=SIZE, val_fraction=0.15, train=tiny_train_config(epochs=1)), root, progress=False)
+    return root
+
+
+def test_channel_ticket_exports_compacted_with_metadata_and_int8(channel_search, tmp_path):
+    src = paths.level_dir(channel_search, 2)
+    r = export(src, tmp_path / "e", int8=True, calib_images=16, progress=False)
+    out = tmp_path / "e"
+    assert r["after"]["macs"] < 0.6 * r["before"]["macs"]
+    assert r["compaction"]["channels_removed"] > 0 and r["widths"]
+    assert any(k.startswith("decoder.up") for k in r["widths"])  # the decoder was compacted too
+    assert max(v["max_rel"] for v in r["compaction"]["parity"].values()) < 1e-4
+    assert set(r["parity"]) == {"random", "real"} and max(v["max_rel"] for v in r["parity"].values()) < 1e-4
+    proto = onnx.load(str(out / paths.ONNX))
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version >= 18 and not (out / "model.onnx.data").exists()
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    assert not any(n.op_type == "BatchNormalization" for n in proto.graph.node)
+    md = read_metadata(out / paths.ONNX)
+    assert md["input_size"] == "48x64" and md["layout"] == "NCHW" and md["mean"] == "0.485,0.456,0.406"
+    assert md["std"] == "0.229,0.224,0.225" and md["output_units"] == "metres" and md["arch"] == "fcrn_tiny"
+    assert int(md["macs"]) == r["after"]["macs"] and int(md["params"]) == r["after"]["params"]
+    assert md["level"] == "2" and md["criterion"] == "channel" and md["branch"] == ""
+    assert 0 < float(md["sparsity_unstructured"]) < 1 and 0 < float(md["sparsity_structural"]) < 1
+    assert len(md["source_sha256"]) == 64 and md["version"]
+    # the compacted model is a model directory of its own: plain state dict + widths
+    model, meta = load_model_dir(out)
+    assert meta["widths"]["decoder.up1.conv1.a"][1] < build_model("fcrn_tiny").decoder.up1.conv1.a.out_channels
+    x = torch.randn(2, 3, *SIZE)
+    with torch.no_grad():
+        ref = model.eval()(x)
+    ort_out = run_ort(ort_session(out / paths.ONNX), x.numpy())
+    assert np.abs(ort_out - ref.numpy()).max() / np.abs(ref.numpy()).max() < 1e-4
+    # INT8: runs, stays close to fp32, drift recorded
+    q = r["int8"]
+    assert (out / paths.ONNX_INT8).exists() and q["per_channel"] and q["format"] == "QDQ"
+    assert q["output_vs_fp32"]["max_rel"] < 0.15  # the stated INT8 bound on this tiny model
+    assert set(q["drift"]["delta"]) >= {"delta1", "rmse"}
+    assert read_metadata(out / paths.ONNX_INT8)["precision"] == "int8-qdq"
+    saved = json.loads((out / paths.EXPORT_JSON).read_text())
+    assert saved["parity"] == r["parity"] and "versions" in saved
+
+
+def test_unstructured_ticket_says_no_structural_gain(unstructured_search, tmp_path):
+    r = export(paths.level_dir(unstructured_search, 1), tmp_path / "e", compact_model=True, progress=False)
+    assert any("no speed-up" in n and "dense speed" in n for n in r["notes"])
+    assert r["after"]["macs"] == r["before"]["macs"]
+    assert max(v["max_rel"] for v in r["parity"].values()) < 1e-4
+    assert float(read_metadata(tmp_path / "e" / paths.ONNX)["sparsity_unstructured"]) == pytest.approx(0.2, abs=1e-3)
+
+
+def test_no_compact_exports_the_masked_model(channel_search, tmp_path):
+    r = export(paths.level_dir(channel_search, 1), tmp_path / "e", compact_model=False, progress=False)
+    assert "compaction" not in r and r["after"]["macs"] == r["before"]["macs"]
+
+
+def test_without_data_parity_runs_on_random_inputs_and_int8_names_data(channel_search, tmp_path):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(paths.level_dir(channel_search, 1), src)
+    meta = json.loads((src / paths.META).read_text())
+    meta["data"] = {"cache": str(tmp_path / "gone"), "source": str(tmp_path / "gone")}
+    (src / paths.META).write_text(json.dumps(meta))
+    r = export(src, tmp_path / "e", progress=False)
+    assert set(r["parity"]) == {"random"} and any("random inputs only" in n for n in r["notes"])
+    with pytest.raises(UserError, match="--data"):
+        export(src, tmp_path / "e2", int8=True, progress=False)
+
+
+def test_int8_calibration_of_the_wrong_shape_is_refused(channel_search, tmp_path, synth_dir):
+    with pytest.raises(UserError, match="calibration images are 32x48"):
+        export(paths.level_dir(channel_search, 1), tmp_path / "e", int8=True, data=_other_cache(synth_dir, tmp_path),
+               progress=False)
+
+
+def _other_cache(synth_dir, tmp_path):
+    from edgeticket.data.prepare import prepare
+
+    return prepare(synth_dir, tmp_path / "c32", (32, 48), val_fraction=0.15, progress=False)
+
+
+def test_strided_calibration_gives_the_same_ranges_as_one_pass(tmp_path):
+    """CalibStridedMinMax merges per-stride min/max: the ranges equal an unbounded pass."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    from edgeticket.export.onnx_export import export_onnx
+
+    model = fold_batchnorm(randomize_bn(build_model("fcrn_tiny")))
+    export_onnx(model, tmp_path / "m.onnx", (32, 48), {})
+    images = np.random.default_rng(0).standard_normal((16, 3, 32, 48)).astype(np.float32)
+
+    def ranges(stride):
+        cal = create_calibrator(tmp_path / "m.onnx", None, augmented_model_path=str(tmp_path / f"aug{stride}.onnx"),
+                                calibrate_method=CalibrationMethod.MinMax)
+        reader = ArrayCalibrationReader(images)
+        for start in range(0, len(images), stride):
+            reader.set_range(start, start + stride)
+            cal.collect_data(reader)
+        return {k: (float(v.range_value[0]), float(v.range_value[1])) for k, v in cal.compute_data().data.items()}
+
+    bounded, unbounded = ranges(4), ranges(16)
+    assert bounded.keys() == unbounded.keys() and len(bounded) > 20
+    for k in bounded:
+        assert bounded[k] == pytest.approx(unbounded[k], rel=1e-6, abs=1e-7), k
+
+
+def test_existing_export_is_not_overwritten(channel_search, tmp_path):
+    export(paths.level_dir(channel_search, 1), tmp_path / "e", progress=False)
+    before = (tmp_path / "e" / paths.ONNX).read_bytes()
+    with pytest.raises(UserError, match="--overwrite"):
+        export(paths.level_dir(channel_search, 2), tmp_path / "e", progress=False)
+    assert (tmp_path / "e" / paths.ONNX).read_bytes() == before

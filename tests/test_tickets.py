@@ -1,0 +1,296 @@
+"""The IMP search, its resume, baselines as branches, refill and ticket import."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import SIZE, tiny_train_config
+from torch.nn.utils import prune
+
+from edgeticket import paths
+from edgeticket.errors import UserError
+from edgeticket.models import build_model
+from edgeticket.tickets import criteria as C
+from edgeticket.tickets.branches import run_branches
+from edgeticket.tickets.formats import import_ticket
+from edgeticket.tickets.groups import channel_groups, prunable_groups
+from edgeticket.tickets.imp import SearchConfig, search
+from edgeticket.tickets.mask import Mask
+
+
+def cfg(criterion, levels=3, round_to=1, **kw):
+    return SearchConfig(arch="fcrn_tiny", pretrained="none", levels=levels, criterion=criterion, round_to=round_to,
+                        input_size=SIZE, val_fraction=0.15, train=tiny_train_config(epochs=1), **kw)
+
+
+@pytest.fixture(scope="module")
+def searches(cache, tmp_path_factory):
+    """A finished 3-level search for each criterion."""
+    out = {}
+    for crit in C.CRITERIA:
+        root = tmp_path_factory.mktemp(crit)
+        search(cache, cfg(crit), root / "s", progress=False)
+        out[crit] = root / "s"
+    return out
+
+
+def masks(root, levels=3):
+    return [Mask.load(paths.level_dir(root, k)) for k in range(levels)]
+
+
+@pytest.mark.parametrize("crit", ["magnitude-global", "magnitude-layerwise"])
+def test_unstructured_schedule_and_nesting(searches, crit):
+    ms = masks(searches[crit])
+    assert ms[0].sparsity() == 0.0 and all(v.all() for v in ms[0].values())
+    for k, m in enumerate(ms):
+        total = sum(m[n].numel() for n in m.weight_keys())
+        alive = sum(int(m[n].sum()) for n in m.weight_keys())
+        assert abs(alive - round(total * 0.8 ** k)) <= (len(m) if crit == "magnitude-layerwise" else 0)
+        if crit == "magnitude-layerwise":
+            for n in m.weight_keys():
+                assert abs(int(m[n].sum()) - round(m[n].numel() * 0.8 ** k)) <= 1
+    for a, b in zip(ms, ms[1:], strict=False):
+        assert b.is_nested_in(a)
+    assert all(v.dim() == 4 for v in ms[1].values())  # unstructured: no BN entries
+    assert "encoder.conv1.weight" not in ms[0] and "head.weight" not in ms[0]
+
+
+def test_channel_tickets_mask_whole_channels_and_their_bn(searches):
+    root = searches["channel"]
+    ms = masks(root)
+    model = build_model("fcrn_tiny")
+    groups = prunable_groups(channel_groups(model), set(ms[0].weight_keys()))
+    decoder_pruned = False
+    for k, m in enumerate(ms):
+        for g in groups:
+            alive = C.channel_alive(m, g)
+            assert int(alive.sum()) == max(1, round(g.channels * 0.8 ** k)), (g.name, k)
+            for w in g.weight_names():
+                per_channel = m[w].flatten(1)
+                assert (per_channel.all(dim=1) | ~per_channel.any(dim=1)).all()  # whole channels only
+                assert torch.equal(per_channel.any(dim=1), alive)
+            for b in g.bn_param_names():
+                assert torch.equal(m[b], alive)
+            decoder_pruned |= g.name.startswith("decoder.up") and k > 0 and not alive.all()
+    assert decoder_pruned
+    for a, b in zip(ms, ms[1:], strict=False):
+        assert b.is_nested_in(a)
+    # the trained weights of a pruned channel, and its BN, are exactly zero
+    sd = torch.load(paths.level_dir(root, 2) / paths.MODEL, weights_only=True)
+    for name, m in ms[2].items():
+        assert (sd[name][~m] == 0).all()
+
+
+def test_round_to_keeps_hardware_friendly_widths(cache, tmp_path):
+    search(cache, cfg("channel", levels=2, round_to=8), tmp_path / "s", progress=False)
+    m = Mask.load(paths.level_dir(tmp_path / "s", 1))
+    groups = prunable_groups(channel_groups(build_model("fcrn_tiny")), set(m.weight_keys()))
+    for g in groups:
+        n = int(C.channel_alive(m, g).sum())
+        assert n % 8 == 0 or n == g.channels or n == min(8, g.channels)
+        assert abs(n - g.channels * 0.8) <= 8
+
+
+def test_level_files_summary_and_plot(searches):
+    root = searches["channel"]
+    for k in range(3):
+        d = paths.level_dir(root, k)
+        for f in (paths.MASK, paths.MODEL, paths.META, paths.METRICS, paths.SPARSITY):
+            assert (d / f).exists(), (d, f)
+        metrics = json.loads((d / paths.METRICS).read_text())
+        assert "delta1" in metrics["val"] and "delta1" in metrics["test"]
+        sp = json.loads((d / paths.SPARSITY).read_text())
+        assert {"total", "layers", "macs"} <= set(sp)
+    summary = json.loads((root / paths.SUMMARY_JSON).read_text())
+    assert [r["level"] for r in summary["rows"]] == [0, 1, 2]
+    assert summary["rows"][2]["macs"] < summary["rows"][0]["macs"]
+    assert (root / paths.SUMMARY_PNG).read_bytes()[:4] == b"\x89PNG"
+    assert "| 02 |" in (root / paths.SUMMARY_MD).read_text()
+
+
+def test_target_sparsity_stops_the_search(cache, tmp_path):
+    search(cache, cfg("magnitude-global", levels=5, target_sparsity=0.3), tmp_path / "s", progress=False)
+    assert paths.level_dir(tmp_path / "s", 2).exists() and not paths.level_dir(tmp_path / "s", 3).exists()
+    assert Mask.load(paths.level_dir(tmp_path / "s", 2)).sparsity() == pytest.approx(0.3, abs=1e-3)
+
+
+def test_search_resume_gives_bit_identical_masks(cache, searches, tmp_path):
+    """Kill after level 1's mask is written (before it trains) and resume."""
+    root = tmp_path / "s"
+    search(cache, cfg("magnitude-global", levels=1), root, progress=False)
+    # level 1 computed its mask and died before training: only mask.pt exists there
+    full = searches["magnitude-global"]
+    paths.level_dir(root, 1).mkdir()
+    Mask.load(paths.level_dir(full, 1)).save(paths.level_dir(root, 1) / paths.MASK)
+    search(cache, cfg("magnitude-global"), root, resume=True, progress=False)
+    for a, b in zip(masks(root), masks(full), strict=True):
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    for k in range(3):
+        ma = json.loads((paths.level_dir(root, k) / paths.METRICS).read_text())
+        mb = json.loads((paths.level_dir(full, k) / paths.METRICS).read_text())
+        assert ma["val"] == pytest.approx(mb["val"], rel=1e-9)
+
+
+def test_search_refuses_other_settings_on_resume_and_a_nonempty_out(cache, searches):
+    with pytest.raises(UserError, match="other settings"):
+        search(cache, cfg("magnitude-global", rate=0.5), searches["magnitude-global"], resume=True, progress=False)
+    with pytest.raises(UserError, match="--overwrite"):
+        search(cache, cfg("magnitude-global"), searches["magnitude-global"], progress=False)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(levels=0), "--levels 0"), (dict(rate=-0.1), "--rate"), (dict(target_sparsity=1.0), "--target-sparsity"),
+    (dict(criterion="snip"), "--criterion 'snip'"), (dict(rewind="late"), "--rewind"), (dict(scope="head"), "--scope"),
+])
+def test_search_option_errors(cache, tmp_path, bad, match):
+    kw = dict(criterion="magnitude-global")
+    kw.update(bad)
+    with pytest.raises(UserError, match=match):
+        search(cache, cfg(**kw), tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
+
+
+def test_layer_collapse_is_refused():
+    model = build_model("fcrn_tiny")
+    m = Mask.ones(model, C.prunable_names(model))
+    w = dict(model.named_parameters())
+    with pytest.raises(UserError, match="below one filter"):
+        C.magnitude_global(w, m, 1e-5)
+    res = C.magnitude_layerwise(w, m, 1e-5)
+    for k in res.mask.weight_keys():
+        assert int(res.mask[k].sum()) >= res.mask[k][0].numel()
+    assert res.notes and "floor" in res.notes[0]
+
+
+def test_late_rewinding_saves_the_rewind_point(cache, tmp_path):
+    search(cache, cfg("magnitude-global", levels=2, rewind="step:2"), tmp_path / "s", progress=False)
+    rw = torch.load(paths.level_dir(tmp_path / "s", 0) / paths.REWIND, weights_only=True)
+    start = torch.load(tmp_path / "s" / "start.pt", weights_only=True)
+    assert not torch.equal(rw["encoder.layer1.0.conv1.weight"], start["encoder.layer1.0.conv1.weight"])
+
+
+# -- branches --------------------------------------------------------------------------------------
+
+def test_random_branches_match_the_sparsity_per_layer(searches):
+    root = searches["magnitude-layerwise"]
+    res = run_branches(root, 2, "random", seeds=2, progress=False)
+    ticket = Mask.load(paths.level_dir(root, 2))
+    rand = [Mask.load(r["path"]) for r in res]
+    for k in ticket.weight_keys():
+        assert all(int(r[k].sum()) == int(ticket[k].sum()) for r in rand)
+    assert not torch.equal(rand[0]["encoder.layer2.0.conv1.weight"], rand[1]["encoder.layer2.0.conv1.weight"])
+    rows = json.loads((root / paths.SUMMARY_JSON).read_text())["rows"]
+    assert {"random_s0", "random_s1"} <= {r["branch"] for r in rows}
+    again = run_branches(root, 2, "random", seeds=2, progress=False)
+    assert all(r["status"] == "already done" for r in again)
+
+
+def test_reverse_reinit_and_oneshot_branches(searches):
+    root = searches["magnitude-global"]
+    out = {r["branch"]: r for kind in ("reverse", "reinit") for r in run_branches(root, 1, kind, progress=False)}
+    out.update({r["branch"]: r for r in run_branches(root, 1, "oneshot", sparsity=0.5, progress=False)})
+    ticket = Mask.load(paths.level_dir(root, 1))
+    rev = Mask.load(out["reverse"]["path"])
+    assert rev.sparsity() == pytest.approx(ticket.sparsity(), abs=1e-6)
+    reinit = Mask.load(out["reinit"]["path"])
+    assert set(reinit) == set(ticket) and all(torch.equal(reinit[k], ticket[k]) for k in ticket)
+    assert Mask.load(out["oneshot_0.500"]["path"]).sparsity() == pytest.approx(0.5, abs=1e-3)
+    for r in out.values():
+        assert (paths.Path(r["path"]) / paths.METRICS).exists()
+
+
+def test_channel_random_branch_is_a_channel_ticket(searches):
+    root = searches["channel"]
+    res = run_branches(root, 1, "random", seeds=1, progress=False)
+    m = Mask.load(res[0]["path"])
+    ticket = Mask.load(paths.level_dir(root, 1))
+    assert m.channel_sparsity() == pytest.approx(ticket.channel_sparsity(), abs=1e-9)
+    assert any(v.dim() == 1 for v in m.values())
+
+
+def test_refill_turns_an_unstructured_ticket_into_channels(searches):
+    root = searches["magnitude-global"]
+    res = run_branches(root, 2, "refill", budget=0.5, progress=False)
+    m = Mask.load(res[0]["path"])
+    assert res[0]["path"].endswith("branch_refill")
+    groups = prunable_groups(channel_groups(build_model("fcrn_tiny")), set(m.weight_keys()))
+    for g in groups:
+        alive = C.channel_alive(m, g)
+        assert int(alive.sum()) == max(1, round(g.channels * 0.5))
+        for w in g.weight_names():
+            assert m[w][alive].all()  # kept channels are dense
+    meta = json.loads((paths.Path(res[0]["path"]) / paths.META).read_text())
+    assert meta["branch"] == "refill" and meta["criterion"] == "channel"
+    with pytest.raises(UserError, match="already channel tickets"):
+        run_branches(searches["channel"], 1, "refill", progress=False)
+
+
+def test_branch_of_an_unfinished_level_is_refused(searches):
+    with pytest.raises(UserError, match="not a finished level"):
+        run_branches(searches["channel"], 7, "random", progress=False)
+
+
+# -- import ------------------------------------------------------------------------------------------
+
+def _pruned_resnet_checkpoint(arch="fcrn_tiny"):
+    """An ImageNet-style ResNet pruned with torch.nn.utils.prune (weight_orig / weight_mask)."""
+    enc = build_model(arch).encoder
+    convs = [(m, "weight") for n, m in enc.named_modules() if isinstance(m, torch.nn.Conv2d) and n != "conv1"]
+    prune.global_unstructured(convs, pruning_method=prune.L1Unstructured, amount=0.6)
+    return enc.state_dict()
+
+
+def test_import_a_torch_prune_checkpoint_with_module_prefix(tmp_path):
+    sd = {f"module.{k}": v for k, v in _pruned_resnet_checkpoint().items()}
+    torch.save({"state_dict": sd, "epoch": 3}, tmp_path / "ticket.pth.tar")
+    mask, notes = import_ticket(tmp_path / "ticket.pth.tar", "fcrn_tiny")
+    assert "encoder.layer1.0.conv1.weight" in mask and "encoder.layer2.0.downsample.0.weight" in mask
+    assert not any(k.startswith("decoder") for k in mask)
+    assert mask.sparsity() == pytest.approx(0.6, abs=1e-3)
+
+
+def test_import_a_plain_mask_dict(tmp_path):
+    sd = _pruned_resnet_checkpoint()
+    masks_only = {k: v for k, v in sd.items() if k.endswith("_mask")}
+    masks_only["fc.weight_mask"] = torch.ones(10, 128)
+    torch.save(masks_only, tmp_path / "mask.pt")
+    mask, notes = import_ticket(tmp_path / "mask.pt", "fcrn_tiny")
+    assert any("fc.weight" in n for n in notes)
+    assert len(mask) == len([k for k in masks_only if not k.startswith("fc.")])
+
+
+@pytest.mark.parametrize("problem, match", [
+    ("wrong_arch", "shape"), ("missing", "has no mask for"), ("non_binary", "other than 0 and 1"),
+    ("foreign", "names no layer"), ("nothing", "no '\\*.weight_mask'"),
+])
+def test_import_errors_name_the_key(tmp_path, problem, match):
+    sd = {k: v for k, v in _pruned_resnet_checkpoint().items() if k.endswith("_mask")}
+    if problem == "wrong_arch":
+        sd = {k: v for k, v in _pruned_resnet_checkpoint("fcrn_resnet18").items() if k.endswith("_mask")}
+    elif problem == "missing":
+        del sd["layer3.1.conv2.weight_mask"]
+    elif problem == "non_binary":
+        sd["layer1.0.conv1.weight_mask"] = sd["layer1.0.conv1.weight_mask"] * 0.5
+    elif problem == "foreign":
+        sd["transformer.blocks.0.weight_mask"] = torch.ones(3)
+    elif problem == "nothing":
+        sd = {"layer1.0.conv1.weight": torch.ones(3)}
+    torch.save(sd, tmp_path / "t.pth")
+    with pytest.raises(UserError, match=match):
+        import_ticket(tmp_path / "t.pth", "fcrn_tiny")
+
+
+class NotATensor:
+    """Any class: loading it needs pickle."""
+
+
+def test_import_refuses_pickle_unless_allowed(tmp_path):
+    sd = {k: v for k, v in _pruned_resnet_checkpoint().items() if k.endswith("_mask")}
+    torch.save({"state_dict": sd, "extra": NotATensor()}, tmp_path / "t.pth")
+    with pytest.raises(UserError, match="--allow-pickle"):
+        import_ticket(tmp_path / "t.pth", "fcrn_tiny")
+    mask, _ = import_ticket(tmp_path / "t.pth", "fcrn_tiny", allow_pickle=True)
+    assert mask.sparsity() > 0.5
+

@@ -1,0 +1,275 @@
+"""Losses, metrics and the trainer's invariants."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_train_config
+
+from edgeticket import paths
+from edgeticket.errors import DivergenceError, UserError
+from edgeticket.models import build_model
+from edgeticket.tickets.criteria import prunable_names
+from edgeticket.tickets.mask import Mask
+from edgeticket.train.evaluate import mean_depth_baseline
+from edgeticket.train.finetune import finetune
+from edgeticket.train.losses import berhu, l1, silog
+from edgeticket.train.metrics import METRIC_KEYS, MetricAccumulator, compute_metrics
+from edgeticket.train.trainer import Trainer
+
+# -- losses -------------------------------------------------------------------------------------
+
+def test_berhu_hand_computed():
+    pred = torch.tensor([1.0, 2.0, 3.0, 5.0, 9.0])
+    target = torch.tensor([1.5, 2.0, 0.0, 4.0, 4.0])  # the third pixel is missing (0)
+    # residuals over valid pixels: -0.5, 0, 1, 5 -> c = 0.2 * 5 = 1
+    # |x| <= c: 0.5, 0, 1 ; above: (25 + 1) / 2 = 13 -> mean over 4 valid pixels
+    assert berhu(pred, target).item() == pytest.approx((0.5 + 0 + 1 + 13) / 4)
+
+
+def test_berhu_ignores_missing_depth_and_handles_zero_residual():
+    t = torch.tensor([2.0, 0.0, 3.0])
+    assert berhu(torch.tensor([2.0, 100.0, 3.0]), t).item() == 0.0
+    p = torch.tensor([2.0, 1.0, 3.0], requires_grad=True)
+    berhu(p, t).backward()
+    assert torch.isfinite(p.grad).all()
+
+
+def test_l1_and_silog():
+    pred, target = torch.tensor([1.0, 4.0, 7.0]), torch.tensor([2.0, 0.0, 7.0])
+    assert l1(pred, target).item() == pytest.approx(0.5)
+    d = np.log([1.0, 7.0]) - np.log([2.0, 7.0])
+    assert silog(pred, target).item() == pytest.approx((d ** 2).mean() - 0.5 * d.mean() ** 2, rel=1e-5)
+    # scale invariance with lambda = 1
+    assert silog(pred[::2] * 3, target[::2], lam=1.0).item() == pytest.approx(silog(pred[::2], target[::2], lam=1.0).item(), abs=1e-6)
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+def numpy_metrics(pred_small: np.ndarray, gt: np.ndarray) -> dict:
+    """An independent implementation: upsample, clip, Eigen crop, per image then mean."""
+    up = torch.nn.functional.interpolate(torch.from_numpy(pred_small).double(), size=gt.shape[-2:],
+                                         mode="bilinear", align_corners=False).numpy()
+    rows = []
+    for p, g in zip(up[:, 0], gt[:, 0], strict=True):
+        p = np.clip(p, 1e-3, 10)
+        crop = np.zeros_like(g, dtype=bool)
+        crop[45:471, 41:601] = True
+        v = crop & (g > 1e-3) & (g <= 10)
+        p, g = p[v], g[v].astype(np.float64)
+        thr = np.maximum(p / g, g / p)
+        rows.append([
+            np.mean(np.abs(p - g) / g), np.mean((p - g) ** 2 / g), np.sqrt(np.mean((p - g) ** 2)),
+            np.sqrt(np.mean((np.log(p) - np.log(g)) ** 2)), np.mean(np.abs(np.log10(p) - np.log10(g))),
+            np.mean(thr < 1.25), np.mean(thr < 1.25 ** 2), np.mean(thr < 1.25 ** 3),
+        ])
+    return dict(zip(METRIC_KEYS, np.mean(rows, axis=0), strict=True))
+
+
+def _fake_batch(n=5, seed=0):
+    rng = np.random.default_rng(seed)
+    gt = rng.uniform(0.5, 9.0, (n, 1, 480, 640)).astype(np.float32)
+    gt[:, :, :60] = 0  # missing depth
+    gt[:, :, 100:120, 100:200] = 12.0  # beyond 10 m: not scored
+    pred = (rng.uniform(0.3, 11.0, (n, 1, 60, 80))).astype(np.float32)
+    return pred, gt
+
+
+def test_metrics_match_an_independent_numpy_computation():
+    pred, gt = _fake_batch()
+    ours = compute_metrics(torch.from_numpy(pred), torch.from_numpy(gt))
+    ref = numpy_metrics(pred, gt)
+    for k in METRIC_KEYS:
+        assert ours[k] == pytest.approx(ref[k], rel=1e-9, abs=1e-12), k
+
+
+def test_delta_is_strict():
+    gt = torch.full((1, 1, 480, 640), 2.0)
+    pred = torch.full((1, 1, 480, 640), 2.5)  # ratio exactly 1.25
+    assert compute_metrics(pred, gt)["delta1"] == 0.0
+    assert compute_metrics(pred, gt)["delta2"] == 1.0
+
+
+def test_metrics_do_not_depend_on_the_batch_size():
+    pred, gt = _fake_batch(7, seed=1)
+    results = []
+    for bs in (1, 3, 7):
+        acc = MetricAccumulator()
+        for s in range(0, 7, bs):
+            acc.update(torch.from_numpy(pred[s:s + bs]), torch.from_numpy(gt[s:s + bs]))
+        results.append(acc.compute())
+    for k in METRIC_KEYS:
+        assert results[0][k] == pytest.approx(results[1][k], rel=1e-12)
+        assert results[0][k] == pytest.approx(results[2][k], rel=1e-12)
+    # the mean over images, not over pixels nor the last batch only
+    per = [compute_metrics(torch.from_numpy(pred[i:i + 1]), torch.from_numpy(gt[i:i + 1]))["rmse"] for i in range(7)]
+    assert results[1]["rmse"] == pytest.approx(np.mean(per), rel=1e-12)
+
+
+# -- trainer --------------------------------------------------------------------------------------
+
+def _meta(prepared, arch="fcrn_tiny"):
+    from edgeticket.train.finetune import run_meta
+
+    return run_meta(arch, prepared)
+
+
+def test_masked_weights_stay_exactly_zero_through_momentum_and_weight_decay(prepared, tmp_path):
+    torch.manual_seed(0)
+    model = build_model("fcrn_tiny")
+    names = prunable_names(model)
+    mask = Mask.ones(model, names)
+    g = torch.Generator().manual_seed(0)
+    for k in names:
+        mask[k] = torch.rand(mask[k].shape, generator=g) > 0.5
+    cfg = tiny_train_config(epochs=2, weight_decay=0.05, momentum=0.9)
+    Trainer(model, prepared, cfg, tmp_path / "run", meta=_meta(prepared), mask=mask, progress=False).fit()
+    params = dict(model.named_parameters())
+    for k in names:
+        assert (params[k][~mask[k]] == 0).all(), k
+        assert (params[k][mask[k]] != 0).any(), k
+    saved = torch.load(tmp_path / "run" / paths.MODEL, weights_only=True)
+    for k in names:
+        assert (saved[k][~mask[k]] == 0).all()
+
+
+def test_resume_ends_with_the_same_weights(prepared, tmp_path):
+    cfg = tiny_train_config(epochs=3)
+    torch.manual_seed(0)
+    ref = build_model("fcrn_tiny")
+    Trainer(ref, prepared, cfg, tmp_path / "a", meta=_meta(prepared), progress=False).fit()
+
+    def kill(epoch, row):
+        if epoch == 1:  # dies in epoch 1, before its checkpoint: last.pt holds epoch 0's
+            raise RuntimeError("killed")
+
+    torch.manual_seed(0)
+    t = Trainer(build_model("fcrn_tiny"), prepared, cfg, tmp_path / "b", meta=_meta(prepared), progress=False,
+                on_epoch=kill)
+    with pytest.raises(RuntimeError, match="killed"):
+        t.fit()
+    assert torch.load(tmp_path / "b" / paths.LAST, weights_only=True)["epoch"] == 1
+    torch.manual_seed(7)  # a different fresh model: everything must come from the checkpoint
+    model = build_model("fcrn_tiny")
+    Trainer(model, prepared, cfg, tmp_path / "b", meta=_meta(prepared), progress=False).fit(resume=True)
+    for (k, va), vb in zip(ref.state_dict().items(), model.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+    log = [json.loads(x) for x in (tmp_path / "b" / paths.LOG).read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0, 1, 2]
+    ma = json.loads((tmp_path / "a" / paths.METRICS).read_text())
+    mb = json.loads((tmp_path / "b" / paths.METRICS).read_text())
+    assert ma == mb
+
+
+def test_resume_with_nothing_saved_starts_from_the_beginning(prepared, tmp_path):
+    torch.manual_seed(0)
+    ref = build_model("fcrn_tiny")
+    Trainer(ref, prepared, tiny_train_config(epochs=1), tmp_path / "a", meta=_meta(prepared), progress=False).fit()
+    torch.manual_seed(0)
+    model = build_model("fcrn_tiny")
+    Trainer(model, prepared, tiny_train_config(epochs=1), tmp_path / "b", meta=_meta(prepared), progress=False).fit(resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values(), strict=True))
+
+
+def test_resume_from_a_mid_epoch_interrupt(prepared, tmp_path, monkeypatch):
+    """SIGTERM mid-epoch saves a checkpoint; resuming ends where an uninterrupted run ends."""
+    import signal
+
+    from edgeticket.errors import Interrupted
+
+    cfg = tiny_train_config(epochs=2, batch_size=2)
+    torch.manual_seed(0)
+    ref = build_model("fcrn_tiny")
+    Trainer(ref, prepared, cfg, tmp_path / "ref", meta=_meta(prepared), progress=False).fit()
+
+    torch.manual_seed(0)
+    model = build_model("fcrn_tiny")
+    t = Trainer(model, prepared, cfg, tmp_path / "cut", meta=_meta(prepared), progress=False)
+    calls = {"n": 0}
+    orig = t._mask_grads
+
+    def after_backward():
+        calls["n"] += 1
+        if calls["n"] == 3:
+            signal.raise_signal(signal.SIGTERM)
+        orig()
+
+    monkeypatch.setattr(t, "_mask_grads", after_backward)
+    with pytest.raises(Interrupted, match="--resume"):
+        t.fit()
+    state = torch.load(tmp_path / "cut" / paths.LAST, weights_only=True)
+    assert state["epoch"] == 0 and state["step_in_epoch"] == 3
+    torch.manual_seed(99)
+    model2 = build_model("fcrn_tiny")
+    Trainer(model2, prepared, cfg, tmp_path / "cut", meta=_meta(prepared), progress=False).fit(resume=True)
+    for (k, va), vb in zip(ref.state_dict().items(), model2.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+
+
+def test_divergence_guard_names_the_step_and_keeps_the_checkpoint(prepared, tmp_path):
+    cfg = tiny_train_config(epochs=3, guard_every=50)
+    torch.manual_seed(0)
+    model = build_model("fcrn_tiny")
+    t = Trainer(model, prepared, cfg, tmp_path / "run", meta=_meta(prepared), progress=False)
+    real_loss = t.loss_fn
+    calls = {"n": 0}
+    steps_per_epoch = len(prepared.load("train")) // cfg.batch_size
+
+    def poisoned(pred, target):
+        calls["n"] += 1
+        loss = real_loss(pred, target)
+        return loss * float("nan") if calls["n"] == steps_per_epoch + 2 else loss
+
+    t.loss_fn = poisoned
+    with pytest.raises(DivergenceError) as e:
+        t.fit()
+    msg = str(e.value)
+    assert "epoch 2, step 2" in msg and "NaN" in msg and "--lr" in msg
+    last = torch.load(tmp_path / "run" / paths.LAST, weights_only=True)
+    assert last["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def test_finetune_beats_the_mean_depth_baseline(synth_dir, tmp_path):
+    cfg = tiny_train_config(epochs=12, batch_size=4, lr=0.02)
+    res = finetune(synth_dir, "fcrn_tiny", tmp_path / "ft", cfg, pretrained="none", input_size=(48, 64),
+                   val_fraction=0.15, progress=False)
+    from edgeticket.data.dataset import PreparedData
+    from edgeticket.data.prepare import resolve_data
+
+    base = mean_depth_baseline(PreparedData(resolve_data(synth_dir, (48, 64), 0.15)), "val")
+    assert res.val["rmse"] < base["rmse"], (res.val, base)
+    metrics = json.loads((tmp_path / "ft" / paths.METRICS).read_text())
+    assert set(METRIC_KEYS) <= set(metrics["val"]) and set(METRIC_KEYS) <= set(metrics["test"])
+    meta = json.loads((tmp_path / "ft" / paths.META).read_text())
+    assert meta["arch"] == "fcrn_tiny" and meta["input_size"] == [48, 64] and meta["data"]["source_sha256"]
+    assert math.isfinite(metrics["test"]["rmse"])
+
+
+def test_nonempty_out_is_refused_without_resume_or_overwrite(cache, tmp_path):
+    out = tmp_path / "ft"
+    out.mkdir()
+    (out / "something").write_text("x")
+    with pytest.raises(UserError, match="--overwrite"):
+        finetune(cache, "fcrn_tiny", out, tiny_train_config(epochs=1), pretrained="none", progress=False)
+    assert (out / "something").read_text() == "x"
+
+
+def test_mask_that_does_not_fit_lists_mismatches(cache, tmp_path):
+    model = build_model("fcrn_resnet18")
+    mask = Mask.ones(model, prunable_names(model))
+    with pytest.raises(UserError, match="does not fit this model") as e:
+        finetune(cache, "fcrn_tiny", tmp_path / "ft", tiny_train_config(epochs=1), pretrained="none", mask=mask,
+                 progress=False)
+    assert "has shape" in str(e.value)
+
+
+def test_resume_with_another_arch_is_refused(cache, tmp_path):
+    finetune(cache, "fcrn_tiny", tmp_path / "ft", tiny_train_config(epochs=1), pretrained="none", progress=False)
+    with pytest.raises(UserError, match="checkpoint is for 'fcrn_tiny'"):
+        finetune(cache, "fcrn_resnet18", tmp_path / "ft", tiny_train_config(epochs=1), pretrained="none",
+                 resume=True, progress=False)
