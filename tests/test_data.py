@@ -272,7 +272,7 @@ def test_scale_divides_depth_and_flip_mirrors(prepared):
     p.scale = torch.tensor([1.5])
     _, d = augment(rgb, depth, p)
     centre = depth[0, 0, SIZE[0] // 2, SIZE[1] // 2]
-    assert d[0, 0, SIZE[0] // 2, SIZE[1] // 2] == pytest.approx(centre / 1.5, rel=0.05)
+    assert float(d[0, 0, SIZE[0] // 2, SIZE[1] // 2]) == pytest.approx(float(centre) / 1.5, rel=0.05)
 
 
 def test_augmentation_is_reproducible_for_a_seed(prepared):

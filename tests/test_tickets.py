@@ -116,15 +116,25 @@ def test_target_sparsity_stops_the_search(cache, tmp_path):
     assert Mask.load(paths.level_dir(tmp_path / "s", 2)).sparsity() == pytest.approx(0.3, abs=1e-3)
 
 
-def test_search_resume_gives_bit_identical_masks(cache, searches, tmp_path):
-    """Kill after level 1's mask is written (before it trains) and resume."""
+def test_search_resume_gives_bit_identical_masks(cache, searches, tmp_path, monkeypatch):
+    """Die after level 1's mask is written, before it trains; resume; compare with an uninterrupted run."""
+    import edgeticket.tickets.imp as imp
+
+    real = imp.train_masked
+
+    def dies_at_level_1(ctx, folder, *a, **k):
+        if folder.name == "level_01":
+            raise RuntimeError("killed")
+        return real(ctx, folder, *a, **k)
+
     root = tmp_path / "s"
-    search(cache, cfg("magnitude-global", levels=1), root, progress=False)
-    # level 1 computed its mask and died before training: only mask.pt exists there
-    full = searches["magnitude-global"]
-    paths.level_dir(root, 1).mkdir()
-    Mask.load(paths.level_dir(full, 1)).save(paths.level_dir(root, 1) / paths.MASK)
+    monkeypatch.setattr(imp, "train_masked", dies_at_level_1)
+    with pytest.raises(RuntimeError, match="killed"):
+        search(cache, cfg("magnitude-global"), root, progress=False)
+    assert (paths.level_dir(root, 1) / paths.MASK).exists() and not (paths.level_dir(root, 1) / paths.LAST).exists()
+    monkeypatch.setattr(imp, "train_masked", real)
     search(cache, cfg("magnitude-global"), root, resume=True, progress=False)
+    full = searches["magnitude-global"]
     for a, b in zip(masks(root), masks(full), strict=True):
         assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     for k in range(3):

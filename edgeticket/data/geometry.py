@@ -37,7 +37,7 @@ def format_size(size: tuple[int, int]) -> str:
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """HxWx3 uint8 -> hxwx3 uint8, bilinear with antialiasing, whole frame, no crop."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(np.require(rgb, requirements=["C", "W"])).permute(2, 0, 1)[None].float()
     y = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
     return y[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy()
 
