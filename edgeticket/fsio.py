@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgeticket import __version__
+from edgeticket import __version__, faults
 from edgeticket.errors import UserError
 
 
@@ -44,6 +44,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        faults.point("write")
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     finally:
@@ -137,12 +138,23 @@ def versions() -> dict[str, str]:
     return out
 
 
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Delete the temporary files a killed process left behind (never a finished artifact)."""
+    n = 0
+    for p in Path(folder).rglob(".*.tmp"):
+        if p.is_file():
+            p.unlink()
+            n += 1
+    return n
+
+
 def dir_is_nonempty(path: str | os.PathLike) -> bool:
     p = Path(path)
     return p.is_dir() and any(p.iterdir())
 
 
-def load_torch(path: str | os.PathLike, allow_pickle: bool = False, what: str = "file"):
+def load_torch(path: str | os.PathLike, allow_pickle: bool = False, what: str = "file",
+               pickle_hint: str = "pass --allow-pickle only if you trust this file"):
     """``torch.load(weights_only=True)``; a file that needs pickle is refused unless allowed."""
     import torch
 
@@ -155,7 +167,7 @@ def load_torch(path: str | os.PathLike, allow_pickle: bool = False, what: str = 
         if allow_pickle:
             raise UserError(f"{path}: cannot be read ({str(e).splitlines()[0]}).") from None
         raise UserError(
-            f"{path}: needs pickle to load, which can run code; pass --allow-pickle only if you trust this file."
+            f"{path}: needs pickle to load, which can run code; {pickle_hint}."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__

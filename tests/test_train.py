@@ -273,3 +273,42 @@ def test_resume_with_another_arch_is_refused(cache, tmp_path):
     with pytest.raises(UserError, match="checkpoint is for 'fcrn_tiny'"):
         finetune(cache, "fcrn_resnet18", tmp_path / "ft", tiny_train_config(epochs=1), pretrained="none",
                  resume=True, progress=False)
+
+
+# -- data parallel ------------------------------------------------------------------------------
+
+def _ddp_worker(rank: int, root: str, cache: str) -> None:
+    import torch.distributed as dist
+
+    from edgeticket.data.dataset import PreparedData
+    from edgeticket.train.finetune import run_meta
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous", rank=rank, world_size=2)
+    try:
+        data = PreparedData(cache)
+        torch.manual_seed(rank)  # different on purpose: DDP must start every rank from rank 0's weights
+        model = build_model("fcrn_tiny")
+        names = prunable_names(model)
+        mask = Mask.ones(model, names)
+        mask[names[3]] = torch.rand(mask[names[3]].shape, generator=torch.Generator().manual_seed(0)) > 0.5
+        cfg = tiny_train_config(epochs=2, batch_size=2)
+        Trainer(model, data, cfg, f"{root}/run", meta=run_meta("fcrn_tiny", data), mask=mask, progress=False).fit()
+        torch.save(model.state_dict(), f"{root}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_end_with_identical_state(cache, tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(str(tmp_path), str(cache)), nprocs=2, join=True)
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert a.keys() == b.keys() and any("running_mean" in k for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    metrics = json.loads((tmp_path / "run" / paths.METRICS).read_text())
+    from edgeticket.data.dataset import PreparedData
+
+    assert metrics["test"]["n_images"] == PreparedData(cache).count("test")  # every frame once, no pads

@@ -479,6 +479,9 @@ def _run_pipeline(config: Path, out: Path | None, device: str | None, overwrite:
 
 
 def main() -> None:
+    from edgeticket import faults
+
+    faults.point("start")
     app()
 
 

@@ -54,6 +54,19 @@ class AugmentParams:
     contrast: torch.Tensor
     saturation: torch.Tensor
 
+    def to(self, device: torch.device | str) -> AugmentParams:
+        """All parameters in one transfer; pinned and asynchronous on CUDA, so no host sync."""
+        device = torch.device(device)
+        names = list(vars(self))
+        packed = torch.stack([getattr(self, k).float() for k in names])
+        if device.type == "cuda":
+            packed = packed.pin_memory().to(device, non_blocking=True)
+        else:
+            packed = packed.to(device)
+        out = dict(zip(names, packed, strict=True))
+        out["flip"] = out["flip"] > 0.5
+        return AugmentParams(**out)
+
     @staticmethod
     def identity(n: int) -> AugmentParams:
         one, zero = torch.ones(n), torch.zeros(n)
@@ -79,7 +92,7 @@ def augment(rgb_u8: torch.Tensor, depth: torch.Tensor, params: AugmentParams,
             dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment a batch: uint8 RGB (N,3,h,w) and depth (N,1,h,w) -> normalised input, depth."""
     dev = rgb_u8.device
-    p = {k: v.to(dev) for k, v in vars(params).items()}
+    p = vars(params.to(dev))
     x = rgb_u8.to(dtype) / 255.0
     n = x.shape[0]
     identity = (p["scale"] == 1) & (p["angle"] == 0) & (p["tx"] == 0) & (p["ty"] == 0) & ~p["flip"]

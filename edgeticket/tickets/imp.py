@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgeticket import paths
+from edgeticket import faults, paths
 from edgeticket.data.dataset import PreparedData
 from edgeticket.data.geometry import DEFAULT_INPUT_SIZE
 from edgeticket.errors import UserError
@@ -191,6 +191,7 @@ def next_mask(ctx: SearchContext, level: int) -> tuple[Mask, list[str]]:
     weights = load_torch(prev / paths.FINAL, what="weights")
     mask = Mask.load(prev / paths.MASK)
     density = level_density(ctx.cfg, level)
+    faults.point("mask")
     if ctx.cfg.criterion == "magnitude-global":
         res = C.magnitude_global(weights, mask, density)
     elif ctx.cfg.criterion == "magnitude-layerwise":
@@ -259,7 +260,7 @@ def search(data: str | Path, cfg: SearchConfig, out: str | Path, *, device: str 
     D.init_from_env(str(dev))
     if D.current().enabled and dev.type == "cuda":
         dev = torch.device("cuda", D.current().local_rank)
-    check_out_dir(root, resume, overwrite)
+    check_out_dir(root, resume, overwrite, data)
     saved = root / paths.SEARCH
     if saved.exists():
         old = read_json(saved).get("config", {})
@@ -278,6 +279,7 @@ def search(data: str | Path, cfg: SearchConfig, out: str | Path, *, device: str 
             if _sparsity_of(prev, ctx.channel) >= cfg.target_sparsity - 1e-9:
                 break
         run_level(ctx, level)
+        faults.point("level")
     return write_summary(root) if D.current().is_main else {}
 
 

@@ -20,10 +20,11 @@ from edgeticket.fsio import load_torch, save_torch
 
 
 class Mask(dict):
-    """A dict of bool tensors keyed by parameter name."""
+    """A dict of bool tensors keyed by parameter name; ``source`` names the file it came from."""
 
-    def __init__(self, entries: Mapping[str, torch.Tensor] | None = None):
+    def __init__(self, entries: Mapping[str, torch.Tensor] | None = None, source: str = "mask"):
         super().__init__()
+        self.source = getattr(entries, "source", source)
         for k, v in (entries or {}).items():
             self[k] = v
 
@@ -48,10 +49,12 @@ class Mask(dict):
         path = Path(path)
         if path.is_dir():
             path = path / paths.MASK
-        raw = load_torch(path, allow_pickle=allow_pickle, what="mask")
+        raw = load_torch(path, allow_pickle=allow_pickle, what="mask",
+                         pickle_hint="save masks as a plain dict of bool tensors, or import a trusted file with "
+                                     "`edgeticket tickets import --allow-pickle`")
         if not isinstance(raw, Mapping) or not raw:
             raise UserError(f"{path}: not a mask (a dict of parameter name -> bool tensor).")
-        out = cls()
+        out = cls(source=str(path))
         for k, v in raw.items():
             if not isinstance(v, torch.Tensor):
                 raise UserError(f"{path}: entry {k!r} is {type(v).__name__}, not a tensor.")
@@ -64,7 +67,7 @@ class Mask(dict):
         save_torch(path, {k: v.clone() for k, v in self.items()})
 
     # -- checks ---------------------------------------------------------------------------
-    def check_fits(self, model: nn.Module, source: str = "mask") -> None:
+    def check_fits(self, model: nn.Module, source: str | None = None) -> None:
         """Every key must be a parameter of ``model`` with the same shape; list the first misfits."""
         params = dict(model.named_parameters())
         problems = []
@@ -73,6 +76,7 @@ class Mask(dict):
                 problems.append(f"{k} is not a parameter of the model")
             elif tuple(v.shape) != tuple(params[k].shape):
                 problems.append(f"{k} has shape {tuple(v.shape)}, the model's is {tuple(params[k].shape)}")
+        source = source or self.source
         if problems:
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
             raise UserError(f"{source}: does not fit this model: {'; '.join(problems[:3])}{more}.")

@@ -12,17 +12,27 @@ from edgeticket import paths
 from edgeticket.data.dataset import PreparedData
 from edgeticket.data.prepare import resolve_data
 from edgeticket.errors import UserError
-from edgeticket.fsio import dir_is_nonempty, versions
+from edgeticket.fsio import dir_is_nonempty, remove_stale_temps, versions
 from edgeticket.models.registry import build_model, get_record
 from edgeticket.train import distributed as D
 from edgeticket.train.trainer import TrainConfig, Trainer, TrainResult, resolve_device
 
 
-def check_out_dir(out: Path, resume: bool, overwrite: bool, owned: tuple[str, ...] = ()) -> None:
-    """Refuse a non-empty ``--out`` unless resuming or overwriting; ``--overwrite`` clears it."""
+def check_out_dir(out: Path, resume: bool, overwrite: bool, data: str | Path | None = None) -> None:
+    """Refuse a non-empty ``--out`` unless resuming or overwriting; ``--overwrite`` clears it.
+
+    An ``--out`` inside the data folder is refused too: runs and datasets stay apart.
+    """
+    out = Path(out)
+    if data is not None:
+        d = Path(data).resolve()
+        if d.is_dir() and (out.resolve() == d or d in out.resolve().parents):
+            raise UserError(f"--out {out}: is inside the data folder {data}; choose a folder outside it.")
     if not dir_is_nonempty(out):
         return
     if resume:
+        if D.current().is_main:
+            remove_stale_temps(out)
         return
     if not overwrite:
         raise UserError(f"--out {out}: is not empty; pass --resume to continue that run or --overwrite to replace it.")
@@ -99,7 +109,7 @@ def finetune(
         dev = torch.device("cuda", D.current().local_rank)
     get_record(arch)
     cfg.check()
-    check_out_dir(out, resume, overwrite)
+    check_out_dir(out, resume, overwrite, data)
     prepared = open_prepared(data, input_size, val_fraction, cfg.seed, progress)
     torch.manual_seed(cfg.seed)
     model = build_model(arch, weights_backbone=None if init_from else pretrained)
@@ -108,7 +118,7 @@ def finetune(
 
         load_state(model, Path(init_from) / paths.MODEL)
     if mask is not None:
-        mask.check_fits(model, "--mask")
+        mask.check_fits(model, f"--mask {mask.source}")
     meta = run_meta(arch, prepared, pretrained=pretrained, task="finetune", **(extra_meta or {}))
     trainer = Trainer(model, prepared, cfg, out, meta=meta, mask=mask, device=dev, progress=progress)
     return trainer.fit(resume=resume)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from edgeticket import paths
+from edgeticket import faults, paths
 from edgeticket.data.augment import AugmentConfig, augment, sample_params
 from edgeticket.data.dataset import PreparedData
 from edgeticket.errors import DivergenceError, Interrupted, UserError
@@ -308,8 +308,7 @@ class Trainer:
             bar_task = bar.add_task("train", total=total_steps, completed=global_step) if bar else None
             for epoch in range(start_epoch, cfg.epochs):
                 sampler.set_epoch(epoch)
-                order = list(sampler)
-                batches = [order[i:i + bs] for i in range(0, steps_per_epoch * bs, bs)]
+                order = torch.tensor(list(sampler), dtype=torch.long).to(self.device)  # one copy an epoch
                 gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
                 if skip and aug_state is not None:
                     gen.set_state(aug_state)
@@ -320,7 +319,7 @@ class Trainer:
                 self.net.train()
                 t0 = time.perf_counter()
                 for step in range(skip, steps_per_epoch):
-                    idx = torch.as_tensor(batches[step], device=self.device)
+                    idx = order[step * bs:(step + 1) * bs]
                     rgb, depth = train.rgb.index_select(0, idx), train.depth.index_select(0, idx)
                     params = sample_params(len(idx), aug_cfg if cfg.augment else _NO_AUG, gen)
                     x, target = augment(rgb, depth, params, self.mean, self.std)
@@ -342,6 +341,7 @@ class Trainer:
                     bad[step] = ~torch.isfinite(ld) | (ld > cfg.guard_factor * prev_median)
                     global_step += 1
                     n_seen += len(idx)
+                    faults.point("step")
                     self._maybe_save_rewind(epoch=epoch, step=global_step)
                     last_step = step == steps_per_epoch - 1
                     if (step + 1) % cfg.guard_every == 0 or last_step:
