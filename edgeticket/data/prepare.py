@@ -53,8 +53,8 @@ def prepare(
 ) -> Path:
     """Convert a dataset folder (official .mat or nyu2 PNGs) into a training cache at ``out``."""
     src, out = Path(src), Path(out)
-    _refuse_out_inside(src, out)
     source, split = open_with_split(src, val_fraction, seed)
+    _refuse_out_inside(src, out)
     hashes = _hashes or source_hashes(source.source_files())
     key = cache_key(input_size, hashes, val_fraction, seed)
     if is_cache(out):
