@@ -54,3 +54,12 @@ def shared_nyu() -> Path:
     if not (SHARED_NYU / "test_first10").is_dir():
         pytest.skip("../shared/data/nyu is not present in this checkout")
     return SHARED_NYU
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault suite's counts, so they can be quoted: kill points, bad inputs, corrupted files."""
+    import sys
+
+    faults = sys.modules.get("test_faults")
+    if faults is not None and faults.COUNTS["kill_points_tried"] + faults.COUNTS["bad_inputs_tried"]:
+        terminalreporter.write_line(f"faults: {faults.pytest_terminal_summary_counts()}")

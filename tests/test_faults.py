@@ -44,8 +44,6 @@ def pytest_terminal_summary_counts() -> str:
 @pytest.fixture(scope="module", autouse=True)
 def report_counts():
     yield
-    line = f"\n[faults] {pytest_terminal_summary_counts()}\n"
-    sys.__stdout__.write(line)
     Path(os.environ.get("EDGETICKET_FAULT_REPORT", "/tmp/edgeticket-faults.json")).write_text(json.dumps(COUNTS))
 
 
