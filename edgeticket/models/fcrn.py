@@ -16,6 +16,16 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from edgeticket.models.upproj import UpProjection
 
 
+def init_conv_bn(module: nn.Module) -> None:
+    """torchvision's ResNet initialisation: Kaiming (fan out) convs, BN at identity."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class ResNetEncoder(nn.Module):
     """torchvision's ResNet trunk without avgpool/fc, with a configurable base width."""
 
@@ -31,12 +41,7 @@ class ResNetEncoder(nn.Module):
         self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2)
         self.layer4 = self._make_layer(block, width * 8, layers[3], stride=2)
         self.out_channels = width * 8 * block.expansion
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
@@ -70,12 +75,7 @@ class Decoder(nn.Module):
         self.up3 = UpProjection(widths[2], widths[3], fast)
         self.up4 = UpProjection(widths[3], widths[4], fast)
         self.out_channels = widths[4]
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn(self.conv(x))

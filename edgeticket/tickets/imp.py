@@ -111,6 +111,15 @@ class SearchContext:
         self.scope = C.prunable_names(probe, cfg.scope, cfg.include_conv1)
         self._groups: list[ChannelGroup] | None = None
         self._probe = probe
+        self._model: nn.Module | None = None  # one training model for every level and branch
+        self._net: nn.Module | None = None  # ... and its compiled wrapper, made once
+
+    def training_model(self, weights: dict[str, torch.Tensor]) -> nn.Module:
+        """The search's one training model, loaded in place with ``weights``."""
+        if self._model is None:
+            self._model = build_model(self.cfg.arch)
+        self._model.load_state_dict(weights)
+        return self._model
 
     @property
     def groups(self) -> list[ChannelGroup]:
@@ -204,12 +213,13 @@ def next_mask(ctx: SearchContext, level: int) -> tuple[Mask, list[str]]:
 def train_masked(ctx: SearchContext, folder: Path, mask: Mask, start: dict[str, torch.Tensor], meta: dict,
                  rewind: tuple[str, int] | None = None) -> dict:
     """Train a masked model from ``start`` into ``folder`` (resuming a killed run), then write sparsity.json."""
-    model = build_model(ctx.cfg.arch)
-    model.load_state_dict(start)
+    model = ctx.training_model(start)
     mask.check_fits(model, str(folder / paths.MASK))
     mask.apply_(model)
+    reuse = ctx._net if not D.current().enabled else None
     trainer = Trainer(model, ctx.data, copy.deepcopy(ctx.cfg.train), folder, meta=meta, mask=mask,
-                      device=ctx.device, progress=ctx.progress, rewind=rewind)
+                      device=ctx.device, progress=ctx.progress, rewind=rewind, net=reuse)
+    ctx._net = trainer.net
     trainer.fit(resume=(folder / paths.LAST).exists())
     report = sparsity_report(ctx, mask, meta)
     if D.current().is_main:

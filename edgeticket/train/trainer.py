@@ -175,7 +175,10 @@ class Trainer:
         progress: bool = True,
         rewind: tuple[str, int] | None = None,
         on_epoch: Callable[[int, dict], None] | None = None,
+        net: nn.Module | None = None,
     ):
+        """``net`` reuses an already wrapped/compiled ``model`` (the search's levels share one,
+        so a new mask never means a new compile)."""
         cfg.check()
         self.cfg = cfg
         self.out = Path(out)
@@ -198,7 +201,7 @@ class Trainer:
         self.std = tuple(meta.get("std", (0.229, 0.224, 0.225)))
         self.optimizer = make_optimizer(self.model, cfg)
         self._mask_pairs = self._mask_tensors()
-        self.net = self._wrap(self.model)
+        self.net = net if net is not None else self._wrap(self.model)
 
     # -- set-up ---------------------------------------------------------------------------
     def _mask_tensors(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
