@@ -17,6 +17,7 @@ What it guarantees:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import signal
 import threading
@@ -214,7 +215,11 @@ class Trainer:
         net = model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            net = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+            # BN buffers come from rank 0 once an epoch (broadcast_buffers below), not at every forward.
+            no_sync = ({"forward_sync_buffers": False}
+                       if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+                       else {"broadcast_buffers": False})
+            net = nn.parallel.DistributedDataParallel(model, device_ids=ids, **no_sync)
         if self.cfg.compile:
             net = torch.compile(net, mode=self.cfg.compile_mode)
         return net
@@ -381,7 +386,7 @@ class Trainer:
                 self._save_last(self._state(epoch + 1, 0, global_step, best, prev_median, torch.zeros(0), None))
                 if stop.signum is not None and epoch + 1 < cfg.epochs:
                     raise Interrupted(self._stop_message(stop.signum))
-        return self._finish(best, time.perf_counter() - t_start, n_seen / max(t_train, 1e-9))
+        return self._finish(best, time.perf_counter() - t_start, n_seen * self.dist.world / max(t_train, 1e-9))
 
     def _finish(self, best: dict, seconds: float, ips: float) -> TrainResult:
         """Score the best weights on val and test, write metrics.json and final.pt."""
