@@ -258,6 +258,9 @@ def run_pipeline(config: str | Path, out: str | Path | None = None, *, device: s
                  overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     cfg = load_config(config)
     out = Path(out or cfg["run"].get("out", "runs/pipeline"))
+    source = cfg["data"].get("source", "synth")
+    if source != "synth" and out.resolve() in [Path(source).resolve(), *Path(source).resolve().parents]:
+        raise UserError(f"--out {out}: holds the data {source}; choose an --out beside the data, not above it.")
     if overwrite and out.exists():
         import shutil
 

@@ -89,6 +89,14 @@ def test_gate_grammar_errors(text, match):
         parse_gates(text)
 
 
+def test_gate_on_an_unknown_ratio_fails_with_a_reason():
+    from edgeticket.bench.gates import check_gates
+
+    entry = {"vs_baseline": {"speedup": 2.0, "macs_ratio": None, "size_ratio": 0.5, "metrics_delta": {"delta1": 0.0}}}
+    fails = check_gates(parse_gates("macs_ratio<0.5,speedup>=1.5"), entry)
+    assert len(fails) == 1 and "macs_ratio is unknown" in fails[0]
+
+
 def test_gate_grammar():
     g = parse_gates("delta1_drop<=0.01, speedup>=2,size_ratio<0.5,abs_rel_rise>-1e-3")
     assert [str(x) for x in g] == ["delta1_drop<=0.01", "speedup>=2", "size_ratio<0.5", "abs_rel_rise>-0.001"]

@@ -174,11 +174,30 @@ def test_layer_collapse_is_refused():
     assert res.notes and "floor" in res.notes[0]
 
 
-def test_late_rewinding_saves_the_rewind_point(cache, tmp_path):
-    search(cache, cfg("magnitude-global", levels=2, rewind="step:2"), tmp_path / "s", progress=False)
+@pytest.mark.parametrize("rewind", ["step:2", "epoch:1"])
+def test_late_rewinding_saves_the_rewind_point(cache, tmp_path, rewind):
+    c = cfg("magnitude-global", levels=2, rewind=rewind)
+    c.train.epochs = 2
+    search(cache, c, tmp_path / "s", progress=False)
     rw = torch.load(paths.level_dir(tmp_path / "s", 0) / paths.REWIND, weights_only=True)
     start = torch.load(tmp_path / "s" / "start.pt", weights_only=True)
-    assert not torch.equal(rw["encoder.layer1.0.conv1.weight"], start["encoder.layer1.0.conv1.weight"])
+    final = torch.load(paths.level_dir(tmp_path / "s", 0) / paths.FINAL, weights_only=True)
+    k = "encoder.layer1.0.conv1.weight"
+    assert not torch.equal(rw[k], start[k]) and not torch.equal(rw[k], final[k])
+
+
+def test_rewind_point_beyond_level_0_is_refused(cache, tmp_path):
+    with pytest.raises(UserError, match="--rewind epoch:3"):
+        search(cache, cfg("magnitude-global", levels=2, rewind="epoch:3"), tmp_path / "s", progress=False)
+
+
+def test_rewind_init_starts_every_level_from_one_random_init(cache, tmp_path):
+    search(cache, cfg("magnitude-global", levels=2, rewind="init"), tmp_path / "s", progress=False)
+    init = torch.load(tmp_path / "s" / "init.pt", weights_only=True)
+    torch.manual_seed(0)
+    fresh = build_model("fcrn_tiny").state_dict()  # the seed's random initialisation
+    assert all(torch.equal(init[k], fresh[k]) for k in init)
+    assert not (tmp_path / "s" / "start.pt").exists()  # level 0 trained from init.pt too
 
 
 # -- branches --------------------------------------------------------------------------------------

@@ -268,6 +268,15 @@ def test_mask_that_does_not_fit_lists_mismatches(cache, tmp_path):
     assert "has shape" in str(e.value)
 
 
+def test_resume_with_other_settings_is_refused_but_a_lower_lr_is_allowed(cache, tmp_path):
+    finetune(cache, "fcrn_tiny", tmp_path / "ft", tiny_train_config(epochs=2), pretrained="none", progress=False)
+    with pytest.raises(UserError, match=r"other settings \(batch_size\)"):
+        finetune(cache, "fcrn_tiny", tmp_path / "ft", tiny_train_config(epochs=2, batch_size=2), pretrained="none",
+                 resume=True, progress=False)
+    finetune(cache, "fcrn_tiny", tmp_path / "ft", tiny_train_config(epochs=2, lr=0.001), pretrained="none",
+             resume=True, progress=False)
+
+
 def test_resume_with_another_arch_is_refused(cache, tmp_path):
     finetune(cache, "fcrn_tiny", tmp_path / "ft", tiny_train_config(epochs=1), pretrained="none", progress=False)
     with pytest.raises(UserError, match="checkpoint is for 'fcrn_tiny'"):

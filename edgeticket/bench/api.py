@@ -99,7 +99,8 @@ def bench(models: list[str], baseline: str, data: str | Path, out: str | Path, *
     entries = []
     for m, met in zip(opened, metrics, strict=True):
         lat1 = measure(m.sess, m.pre.input_size, 1, runs, warmup)
-        latb = measure(m.sess, m.pre.input_size, batch_size, max(3, runs // 5), max(1, warmup // 2)) if batch_size > 1 else lat1
+        batched = batch_size > 1 and m.fixed_batch is None
+        latb = measure(m.sess, m.pre.input_size, batch_size, max(3, runs // 5), max(1, warmup // 2)) if batched else lat1
         entries.append(_entry(m, met, lat1, latb))
     entries[0]["baseline"] = True
     for e in entries:

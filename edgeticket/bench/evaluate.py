@@ -37,6 +37,12 @@ class OnnxModel:
     pre: Preprocess
     bytes: int
     sess: object = field(repr=False, default=None)
+    fixed_batch: int | None = None  # a model exported for one batch size only
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if self.fixed_batch is None or self.fixed_batch == len(x):
+            return run_ort(self.sess, x)
+        return np.concatenate([run_ort(self.sess, x[i:i + 1]) for i in range(len(x))])
 
 
 def _floats(text: str, option: str) -> tuple[float, float, float]:
@@ -72,9 +78,14 @@ def open_model(path: str, input_size: str | None = None, mean: str | None = None
                             "(e.g. --input-size 228x304 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225).")
         pre = Preprocess(parse_size(input_size), _floats(mean, "--mean"), _floats(std, "--std"), "flags")
     shape = sess.get_inputs()[0].shape
-    if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]) and tuple(shape[2:]) != pre.input_size:
+    if len(shape) != 4:
+        raise UserError(f"{path}: takes a {len(shape)}-D input; edgeticket feeds NCHW images.")
+    if all(isinstance(d, int) for d in shape[2:]) and tuple(shape[2:]) != pre.input_size:
         raise UserError(f"{path}: its input is {shape[2]}x{shape[3]} but its preprocessing says {format_size(pre.input_size)}.")
-    return OnnxModel(path, meta, pre, p.stat().st_size, sess)
+    fixed = shape[0] if isinstance(shape[0], int) else None
+    if fixed is not None and fixed != 1:
+        raise UserError(f"{path}: takes a fixed batch of {fixed}; export it with a dynamic batch (or batch 1) to bench it.")
+    return OnnxModel(path, meta, pre, p.stat().st_size, sess, fixed)
 
 
 def evaluate_models(models: list[OnnxModel], data: str | Path, batch_size: int = 8, limit: int | None = None,
@@ -100,7 +111,7 @@ def evaluate_models(models: list[OnnxModel], data: str | Path, batch_size: int =
         gt = torch.from_numpy(np.stack([d for _, d, _ in batch]))[:, None]
         for k, m in enumerate(models):
             x = to_input(rgb_small, m.pre.mean, m.pre.std).numpy()
-            pred = torch.from_numpy(run_ort(m.sess, x)).float()
+            pred = torch.from_numpy(m.run(x)).float()
             if pred.dim() != 4 or pred.shape[1] != 1:
                 raise UserError(f"{m.path}: outputs shape {tuple(pred.shape)}; edgeticket expects depth N x 1 x h x w.")
             accs[k].update(pred, gt)

@@ -62,6 +62,8 @@ def check_gates(gates: list[Gate], entry: dict) -> list[str]:
     failed = []
     for g in gates:
         actual = gate_value(g.key, entry["vs_baseline"])
-        if not g.holds(actual):
+        if actual is None:
+            failed.append(f"{g.key} is unknown (the model or the baseline has no edgeticket metadata) and fails {g}")
+        elif not g.holds(actual):
             failed.append(f"{g.key}={actual:.4g} fails {g}")
     return failed

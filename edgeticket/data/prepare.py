@@ -10,6 +10,7 @@ under 1% on the synthetic rooms, so neither is used. ``cache.json`` is written l
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -33,7 +34,36 @@ def is_cache(path: Path) -> bool:
 
 
 def source_hashes(files: list[Path]) -> dict[str, str]:
-    return {p.name: sha256_file(p) for p in files}
+    """sha256 of the source files and of the folder's own splits.mat (it decides the split).
+
+    Hashes are remembered in ``.edgeticket-cache/hashes.json`` by (size, mtime), so the 2.8 GB
+    labeled file is read once, not on every command.
+    """
+    files = list(files)
+    if files:
+        split = files[0].parent / "splits.mat"
+        if split.exists() and split not in files:
+            files.append(split)
+    known_path = files[0].parent / CACHE_DIRNAME / "hashes.json" if files else None
+    known = {}
+    if known_path is not None and known_path.exists():
+        try:
+            known = read_json(known_path)
+        except ValueError:
+            known = {}
+    out, changed = {}, False
+    for p in files:
+        st = p.stat()
+        rec = known.get(str(p.resolve()))
+        if rec and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
+            out[p.name] = rec["sha256"]
+            continue
+        out[p.name] = sha256_file(p)
+        known[str(p.resolve())] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": out[p.name]}
+        changed = True
+    if changed and known_path is not None and os.access(known_path.parent.parent, os.W_OK):
+        write_json(known_path, known)
+    return out
 
 
 def cache_key(input_size: tuple[int, int], hashes: dict[str, str], val_fraction: float, seed: int) -> str:
@@ -54,6 +84,13 @@ def prepare(
     """Convert a dataset folder (official .mat or nyu2 PNGs) into a training cache at ``out``."""
     src, out = Path(src), Path(out)
     source, split = open_with_split(src, val_fraction, seed)
+    try:
+        return _prepare_open(source, split, src, out, input_size, val_fraction, seed, progress, overwrite, _hashes)
+    finally:
+        source.close()
+
+
+def _prepare_open(source, split, src: Path, out: Path, input_size, val_fraction, seed, progress, overwrite, _hashes):
     _refuse_out_inside(src, out)
     hashes = _hashes or source_hashes(source.source_files())
     key = cache_key(input_size, hashes, val_fraction, seed)
@@ -102,7 +139,6 @@ def prepare(
     for tmp, final in staged:
         os.replace(tmp, final)
     write_json(out / CACHE_META, meta)
-    source.close()
     return out
 
 
@@ -171,9 +207,26 @@ def resolve_data(
     hashes = source_hashes(source.source_files())
     source.close()
     folder = path if path.is_dir() else path.parent
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"--data {path}: the folder is read-only, so its cache cannot be written beside it; run "
+                        f"`edgeticket data prepare {path} --out CACHE` and pass --data CACHE.")
     out = folder / CACHE_DIRNAME / cache_key(size, hashes, val_fraction, seed)
-    if is_cache(out):
-        return out
-    if out.exists():
-        shutil.rmtree(out)  # an interrupted earlier prepare: its files are incomplete by definition
-    return prepare(path, out, size, val_fraction, seed, progress=progress, _hashes=hashes)
+    with _lock(out.parent):  # one prepare at a time per data folder
+        if is_cache(out):
+            return out
+        if out.exists():
+            shutil.rmtree(out)  # an interrupted earlier prepare: its files are incomplete by definition
+        return prepare(path, out, size, val_fraction, seed, progress=progress, _hashes=hashes)
+
+
+@contextlib.contextmanager
+def _lock(folder: Path):
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -44,7 +44,8 @@ def read_splits_mat(path: str | Path, n_frames: int | None = None) -> tuple[np.n
     try:
         d = scipy.io.loadmat(path)
     except Exception as e:  # scipy raises several types for a file it cannot parse
-        raise UserError(f"{path}: not a readable MATLAB split file ({e}); it needs trainNdxs and testNdxs.") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path}: not a readable MATLAB split file ({reason}); it needs trainNdxs and testNdxs.") from None
     for key in ("trainNdxs", "testNdxs"):
         if key not in d:
             raise UserError(f"{path}: the split file has no {key!r}; it needs trainNdxs and testNdxs (1-based frame indices).")

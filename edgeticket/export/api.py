@@ -134,26 +134,24 @@ def export(src: str | Path, out: str | Path, *, compact_model: bool | None = Non
         "version": __version__, "source_sha256": source_sha,
     }
     out.mkdir(parents=True, exist_ok=True)
+    onnx_path = out / paths.ONNX
+    staged = out / f".{paths.ONNX}.staged.tmp"  # becomes model.onnx only once it passes parity
+    try:
+        export_onnx(folded, staged, size, metadata)
+        if simplify:
+            notes.append(_simplify(staged, folded, inputs))
+        parity = _ort_parity(staged, model, inputs)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    os.replace(staged, onnx_path)
     # The compacted model is itself a model directory: a plain state dict plus its widths.
     save_torch(out / paths.MODEL, {k: v.detach().cpu() for k, v in final.state_dict().items()})
-    out_meta = {**meta, "widths": layer_widths(final), "exported_from": str(src), "source_sha256": source_sha}
-    write_json(out / paths.META, out_meta)
-    onnx_path = out / paths.ONNX
-    export_onnx(folded, onnx_path, size, metadata)
-    if simplify:
-        notes.append(_simplify(onnx_path, folded, inputs))
-
+    write_json(out / paths.META, {**meta, "widths": layer_widths(final), "exported_from": str(src),
+                                  "source_sha256": source_sha})
+    if not int8:
+        (out / paths.ONNX_INT8).unlink(missing_ok=True)  # a stale INT8 file must not pass for this export's
     sess = ort_session(onnx_path)
-    parity = {}
-    for label, x in inputs:
-        with torch.no_grad():
-            ref = model(x)
-        ort_out = torch.from_numpy(run_ort(sess, x.numpy()))
-        abs_err, rel = relative_error(ort_out, ref)
-        parity[label] = {"max_abs": abs_err, "max_rel": rel}
-        if rel > PARITY_TOL:
-            raise ParityError(f"{onnx_path}: ONNX Runtime differs from PyTorch by {rel:.2e} relative on {label} inputs "
-                              f"(limit {PARITY_TOL:g}); the export is not faithful.")
     report.update({
         "onnx": str(onnx_path), "onnx_bytes": onnx_path.stat().st_size, "opset": 18, "parity": parity,
         "metadata": metadata,
@@ -170,6 +168,21 @@ def export(src: str | Path, out: str | Path, *, compact_model: bool | None = Non
     report["versions"] = versions()
     write_json(out / paths.EXPORT_JSON, report)
     return report
+
+
+def _ort_parity(path: Path, model, inputs) -> dict:
+    """ONNX Runtime against PyTorch on the same random and real inputs; fail above 1e-4 relative."""
+    sess = ort_session(path)
+    parity = {}
+    for label, x in inputs:
+        with torch.no_grad():
+            ref = model(x)
+        abs_err, rel = relative_error(torch.from_numpy(run_ort(sess, x.numpy())), ref)
+        parity[label] = {"max_abs": abs_err, "max_rel": rel}
+        if rel > PARITY_TOL:
+            raise ParityError(f"{path.parent / paths.ONNX}: ONNX Runtime differs from PyTorch by {rel:.2e} relative on "
+                              f"{label} inputs (limit {PARITY_TOL:g}); the export is not faithful.")
+    return parity
 
 
 def widths_report_from(before: dict[str, list[int]], after: dict[str, list[int]]) -> dict[str, list[int]]:

@@ -103,5 +103,9 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, images: np.ndarra
         entry.key, entry.value = "edgeticket.precision", "int8-qdq"
         with atomic_path(out_path) as tmp:
             onnx.save_model(proto, str(tmp))
-    return {"format": "QDQ", "per_channel": per_channel, "activations": "QUInt8", "weights": "QInt8",
-            "reduce_range": reduce_range, "calibration_images": n, "stride": stride}
+    settings = {"format": "QDQ", "per_channel": per_channel, "activations": "QUInt8", "weights": "QInt8",
+                "reduce_range": reduce_range, "calibration_images": n, "stride": stride}
+    if n < len(images):
+        settings["note"] = (f"calibrated on {n} of the {len(images)} images: the strided calibration needs a "
+                            f"multiple of {stride}")
+    return settings

@@ -139,12 +139,11 @@ class SearchContext:
     def start_weights(self) -> dict[str, torch.Tensor]:
         """Level 0's starting weights, saved once so every rerun starts identically."""
         path = self.root / START
-        if not path.exists():
+        if D.current().is_main and not path.exists():
             torch.manual_seed(self.cfg.train.seed)
             model = build_model(self.cfg.arch, weights_backbone=self.cfg.pretrained, progress=self.progress)
-            if D.current().is_main:
-                save_torch(path, model.state_dict())
-            D.barrier()
+            save_torch(path, model.state_dict())
+        D.barrier()
         return load_torch(path, what="weights")
 
     def rewind_weights(self) -> dict[str, torch.Tensor]:
@@ -152,12 +151,13 @@ class SearchContext:
         if kind == "pretrained":
             return self.start_weights()
         if kind == "init":
+            # The original LTH: every level, level 0 included, starts from one seeded random
+            # initialisation (the same tensors as start.pt under --pretrained none).
             path = self.root / INIT
-            if not path.exists():
-                torch.manual_seed(self.cfg.train.seed + 7919)
-                if D.current().is_main:
-                    save_torch(path, build_model(self.cfg.arch).state_dict())
-                D.barrier()
+            if D.current().is_main and not path.exists():
+                torch.manual_seed(self.cfg.train.seed)
+                save_torch(path, build_model(self.cfg.arch).state_dict())
+            D.barrier()
             return load_torch(path, what="weights")
         path = paths.level_dir(self.root, 0) / paths.REWIND
         if not path.exists():
@@ -216,10 +216,11 @@ def train_masked(ctx: SearchContext, folder: Path, mask: Mask, start: dict[str, 
     model = ctx.training_model(start)
     mask.check_fits(model, str(folder / paths.MASK))
     mask.apply_(model)
-    reuse = ctx._net if not D.current().enabled else None
+    single = not D.current().enabled  # under DDP each level wraps afresh (no compiled module to keep)
     trainer = Trainer(model, ctx.data, copy.deepcopy(ctx.cfg.train), folder, meta=meta, mask=mask,
-                      device=ctx.device, progress=ctx.progress, rewind=rewind, net=reuse)
-    ctx._net = trainer.net
+                      device=ctx.device, progress=ctx.progress, rewind=rewind, net=ctx._net if single else None)
+    if single:
+        ctx._net = trainer.net
     trainer.fit(resume=(folder / paths.LAST).exists())
     report = sparsity_report(ctx, mask, meta)
     if D.current().is_main:
@@ -251,7 +252,7 @@ def run_level(ctx: SearchContext, level: int) -> dict:
             mask.save(folder / paths.MASK)
     kind, k = parse_rewind(ctx.cfg.rewind)
     late = (kind, k) if kind in ("epoch", "step") else None
-    start = ctx.start_weights() if level == 0 else ctx.rewind_weights()
+    start = ctx.rewind_weights() if level > 0 or kind == "init" else ctx.start_weights()
     meta = ctx.meta(level=level, criterion=ctx.cfg.criterion, branch="", rewind=ctx.cfg.rewind,
                     density_target=level_density(ctx.cfg, level), notes=notes)
     return train_masked(ctx, folder, mask, start, meta, rewind=late if level == 0 else None)
@@ -274,8 +275,8 @@ def search(data: str | Path, cfg: SearchConfig, out: str | Path, *, device: str 
     saved = root / paths.SEARCH
     if saved.exists():
         old = read_json(saved).get("config", {})
-        if old and old != cfg.to_json():
-            diff = sorted(k for k in cfg.to_json() if old.get(k) != cfg.to_json()[k])
+        diff = _changed_settings(old, cfg.to_json())
+        if old and diff:
             raise UserError(f"--resume {root}: the search was started with other settings ({', '.join(diff)}); "
                             "use the same options, or --overwrite to start over.")
     root.mkdir(parents=True, exist_ok=True)
@@ -284,14 +285,21 @@ def search(data: str | Path, cfg: SearchConfig, out: str | Path, *, device: str 
         write_json(saved, {"config": cfg.to_json(), "data": str(data), "cache": str(prepared.root)})
     ctx = SearchContext(root, cfg, prepared, dev, progress)
     for level in range(cfg.levels):
-        if level > 0 and cfg.target_sparsity is not None:
-            prev = read_json(paths.level_dir(root, level - 1) / paths.SPARSITY)
-            if _sparsity_of(prev, ctx.channel) >= cfg.target_sparsity - 1e-9:
-                break
+        if level > 0 and cfg.target_sparsity is not None and 1 - level_density(cfg, level - 1) >= cfg.target_sparsity - 1e-9:
+            break  # the previous level reached the target (the schedule is clamped to it)
         run_level(ctx, level)
         faults.point("level")
     return write_summary(root) if D.current().is_main else {}
 
 
-def _sparsity_of(report: dict, channel: bool) -> float:
-    return report["total"]["channel_sparsity" if channel else "sparsity"]
+def _changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Settings that differ, as dotted names; the learning rate may change on resume."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        name = f"{prefix}{k}"
+        if isinstance(old.get(k), dict) and isinstance(new.get(k), dict):
+            out += _changed_settings(old[k], new[k], f"{name}.")
+        elif old.get(k) != new.get(k) and name not in ("train.lr", "train.compile", "train.compile_mode",
+                                                        "train.eval_batch_size"):
+            out.append(name)
+    return out

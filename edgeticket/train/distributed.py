@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -39,7 +40,8 @@ def init_from_env(device: str) -> DistInfo:
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)
-        dist.init_process_group(backend=backend)
+        # Rank 0 may prepare a 2.8 GB dataset while the others wait: allow it time.
+        dist.init_process_group(backend=backend, timeout=timedelta(hours=2))
     return DistInfo(rank, world, local)
 
 

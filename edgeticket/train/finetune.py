@@ -25,24 +25,33 @@ def check_out_dir(out: Path, resume: bool, overwrite: bool, data: str | Path | N
     """
     out = Path(out)
     if data is not None:
-        d = Path(data).resolve()
-        if d.is_dir() and (out.resolve() == d or d in out.resolve().parents):
+        d, o = Path(data).resolve(), out.resolve()
+        if o == d or d in o.parents:
             raise UserError(f"--out {out}: is inside the data folder {data}; choose a folder outside it.")
-    if not dir_is_nonempty(out):
-        return
-    if resume:
-        if D.current().is_main:
-            remove_stale_temps(out)
-        return
-    if not overwrite:
-        raise UserError(f"--out {out}: is not empty; pass --resume to continue that run or --overwrite to replace it.")
-    if D.current().is_main:
-        for p in out.iterdir():
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
+        if o in d.parents:
+            raise UserError(f"--out {out}: holds the data {data}; choose an --out beside the data, not above it.")
+    # Rank 0 decides and acts; every rank then meets at the same barrier.
+    action = _out_dir_action(out, resume, overwrite) if D.current().is_main else None
+    action = D.broadcast_object(action)
     D.barrier()
+    if action and action.startswith("error:"):
+        raise UserError(action.removeprefix("error:"))
+
+
+def _out_dir_action(out: Path, resume: bool, overwrite: bool) -> str:
+    if not dir_is_nonempty(out):
+        return "fresh"
+    if resume:
+        remove_stale_temps(out)
+        return "resume"
+    if not overwrite:
+        return f"error:--out {out}: is not empty; pass --resume to continue that run or --overwrite to replace it."
+    for p in out.iterdir():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return "overwritten"
 
 
 def run_meta(arch: str, data: PreparedData, **extra) -> dict:

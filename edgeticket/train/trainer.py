@@ -236,7 +236,7 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------
     def _state(self, epoch: int, step_in_epoch: int, global_step: int, best: dict, prev_median: float,
-               epoch_losses: torch.Tensor, aug_state: torch.Tensor | None) -> dict:
+               epoch_losses: torch.Tensor) -> dict:
         return {
             "arch": self.meta.get("arch"),
             "model": self.model.state_dict(),
@@ -247,7 +247,6 @@ class Trainer:
             "best": best,
             "prev_median": prev_median,
             "epoch_losses": epoch_losses.detach().cpu(),
-            "aug_rng": aug_state,
             "config": asdict(self.cfg),
         }
 
@@ -272,6 +271,11 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise UserError(f"{path}: does not fit this model ({str(e).splitlines()[0]}); choose another --out.") from None
+        changed = [k for k, v in asdict(self.cfg).items()
+                   if k not in RESUMABLE_CHANGES and k in state.get("config", {}) and state["config"][k] != v]
+        if changed:
+            raise UserError(f"{path}: this run was started with other settings ({', '.join(changed)}); resume with "
+                            "the same options (only --lr may change), or start over with --overwrite.")
         for g in self.optimizer.param_groups:  # a resumed run may lower --lr after divergence
             g["lr"] = g["base_lr"] = self.cfg.lr * (1.0 if g["encoder"] else self.cfg.decoder_lr_mult)
         return state
@@ -293,21 +297,21 @@ class Trainer:
                                      shuffle=True, seed=cfg.seed, drop_last=False)
         steps_per_epoch = max(1, len(sampler) // bs)
         total_steps = steps_per_epoch * cfg.epochs
-        warmup = int(round(cfg.warmup_epochs * steps_per_epoch)) if cfg.epochs > 1 else 0
+        warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps - 1) if cfg.epochs > 1 else 0
 
+        self._check_rewind_point(total_steps)
         start_epoch, skip, global_step = 0, 0, 0
         best = {"rmse": math.inf, "epoch": -1}
-        prev_median, losses0, aug_state = math.inf, torch.zeros(0), None
+        prev_median, losses0 = math.inf, torch.zeros(0)
         if state is not None:
             start_epoch, skip = int(state["epoch"]), int(state["step_in_epoch"])
             global_step, best = int(state["global_step"]), dict(state["best"])
-            prev_median, losses0, aug_state = float(state["prev_median"]), state["epoch_losses"], state["aug_rng"]
+            prev_median, losses0 = float(state["prev_median"]), state["epoch_losses"]
         else:
             self.apply_mask()
         if self.dist.is_main:  # drop log lines of epochs that will run again
             rows = [r for r in read_jsonl(self.out / paths.LOG) if r.get("epoch", 0) < start_epoch]
             write_text(self.out / paths.LOG, "".join(_jsonl(r) for r in rows))
-        self._maybe_save_rewind(epoch=start_epoch, step=global_step, at_epoch_start=True)
 
         aug_cfg = AugmentConfig()
         t_train, n_seen = 0.0, 0
@@ -317,9 +321,9 @@ class Trainer:
             for epoch in range(start_epoch, cfg.epochs):
                 sampler.set_epoch(epoch)
                 order = torch.tensor(list(sampler), dtype=torch.long).to(self.device)  # one copy an epoch
-                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-                if skip and aug_state is not None:
-                    gen.set_state(aug_state)
+                gen = self._aug_generator(epoch, skip, bs, aug_cfg)
+                if skip == 0:
+                    self._maybe_save_rewind(epoch=epoch, step=global_step, at_epoch_start=True)
                 losses = torch.zeros(steps_per_epoch, device=self.device)
                 bad = torch.zeros(steps_per_epoch, dtype=torch.bool, device=self.device)
                 if skip:
@@ -352,18 +356,18 @@ class Trainer:
                     faults.point("step")
                     self._maybe_save_rewind(epoch=epoch, step=global_step)
                     last_step = step == steps_per_epoch - 1
-                    if (step + 1) % cfg.guard_every == 0 or last_step:
+                    stop_now = stop.signum is not None if not self.dist.enabled else (
+                        (step + 1) % cfg.guard_every == 0 and D.any_flag(stop.signum is not None, self.device))
+                    if (step + 1) % cfg.guard_every == 0 or last_step or stop_now:
                         self._guard(bad[: step + 1], losses, epoch, prev_median)
                         if bar:
                             dt = time.perf_counter() - t0
                             bar.update(bar_task, completed=global_step, description=(
                                 f"epoch {epoch + 1}/{cfg.epochs} loss {losses[: step + 1][skip:].mean().item():.4f} "
                                 f"{(step + 1 - skip) * bs * self.dist.world / max(dt, 1e-9):.1f} img/s"))
-                    stopping = stop.signum is not None if not self.dist.enabled else (
-                        (step + 1) % cfg.guard_every == 0 and D.any_flag(stop.signum is not None, self.device))
-                    if stopping and not last_step:
+                    if stop_now and not last_step:
                         self._save_last(self._state(epoch, step + 1, global_step, best, prev_median,
-                                                    losses[: step + 1], gen.get_state()))
+                                                    losses[: step + 1]))
                         raise Interrupted(self._stop_message(stop.signum))
                 t_train += time.perf_counter() - t0
                 skip = 0
@@ -376,15 +380,15 @@ class Trainer:
                     if improved:
                         save_torch(self.out / paths.MODEL, _cpu_state(self.model))
                         best = {"rmse": val.get("rmse", train_loss), "epoch": epoch}
-                    row = {"epoch": epoch, "train_loss": train_loss, "val": val, "lr": self.optimizer.param_groups[0]["lr"],
+                    row = {"epoch": epoch, "train_loss": train_loss, "val": val, "lr": self._encoder_lr(),
                            "seconds": round(time.perf_counter() - t0, 3),
                            "images_per_s": round(steps_per_epoch * bs * self.dist.world / max(time.perf_counter() - t0, 1e-9), 2)}
                     append_jsonl(self.out / paths.LOG, row)
                     if self.on_epoch:
                         self.on_epoch(epoch, row)
                 best = D.broadcast_object(best)
-                self._save_last(self._state(epoch + 1, 0, global_step, best, prev_median, torch.zeros(0), None))
-                if stop.signum is not None and epoch + 1 < cfg.epochs:
+                self._save_last(self._state(epoch + 1, 0, global_step, best, prev_median, torch.zeros(0)))
+                if D.any_flag(stop.signum is not None, self.device) and epoch + 1 < cfg.epochs:
                     raise Interrupted(self._stop_message(stop.signum))
         return self._finish(best, time.perf_counter() - t_start, n_seen * self.dist.world / max(t_train, 1e-9))
 
@@ -413,8 +417,13 @@ class Trainer:
                         channels_last=self.channels_last)
 
     def _guard(self, bad: torch.Tensor, losses: torch.Tensor, epoch: int, prev_median: float) -> None:
-        if not bool(bad.any()):
+        local = bool(bad.any())
+        if not D.any_flag(local, self.device):  # every rank stops together, or none does
             return
+        if not local:
+            raise DivergenceError(
+                f"training diverged on another rank in epoch {epoch + 1}; the last good checkpoint "
+                f"{self.out / paths.LAST} is kept; lower --lr (now {self.cfg.lr:g}) and rerun with --resume.")
         step = int(bad.nonzero()[0, 0])
         value = float(losses[step])
         why = "became NaN/inf" if not math.isfinite(value) else (
@@ -423,6 +432,25 @@ class Trainer:
             f"training diverged at epoch {epoch + 1}, step {step + 1}: the loss {why}; "
             f"the last good checkpoint {self.out / paths.LAST} is kept; lower --lr (now {self.cfg.lr:g}) and rerun with --resume."
         )
+
+    def _aug_generator(self, epoch: int, skip: int, bs: int, aug_cfg: AugmentConfig) -> torch.Generator:
+        """Augmentation draws for (seed, epoch, rank); a mid-epoch resume replays the ``skip``
+        batches already done, so it continues with exactly the draws an uninterrupted run makes."""
+        gen = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + epoch) * 1_009 + self.dist.rank)
+        for _ in range(skip):
+            sample_params(bs, aug_cfg if self.cfg.augment else _NO_AUG, gen)
+        return gen
+
+    def _encoder_lr(self) -> float:
+        return next((g["lr"] for g in self.optimizer.param_groups if g.get("encoder")), self.optimizer.param_groups[0]["lr"])
+
+    def _check_rewind_point(self, total_steps: int) -> None:
+        if not self.rewind:
+            return
+        kind, k = self.rewind
+        if (kind == "epoch" and k >= self.cfg.epochs) or (kind == "step" and k > total_steps):
+            raise UserError(f"--rewind {kind}:{k}: level 0 trains {self.cfg.epochs} epochs ({total_steps} steps); "
+                            "choose a rewind point inside that.")
 
     def _maybe_save_rewind(self, epoch: int, step: int, at_epoch_start: bool = False) -> None:
         if not self.rewind or not self.dist.is_main:
@@ -459,6 +487,10 @@ class Trainer:
         return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         transient=True)
 
+
+# What may differ between a run and its resume: the learning rate (lowered after divergence)
+# and settings that change speed or bookkeeping, never the batches or the schedule.
+RESUMABLE_CHANGES = {"lr", "eval_batch_size", "compile", "compile_mode", "guard_every", "guard_factor"}
 
 _NO_AUG = AugmentConfig(scale=(1.0, 1.0), rotate_deg=0.0, jitter=0.0, flip=False)
 
