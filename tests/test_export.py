@@ -207,3 +207,13 @@ def test_existing_export_is_not_overwritten(channel_search, tmp_path):
     with pytest.raises(UserError, match="--overwrite"):
         export(paths.level_dir(channel_search, 2), tmp_path / "e", progress=False)
     assert (tmp_path / "e" / paths.ONNX).read_bytes() == before
+
+
+def test_ort_cannot_fuse_the_bns_behind_the_interleave_so_export_folds_them(tmp_path):
+    from edgeticket.export.onnx_export import count_unfused_batchnorm, export_onnx
+
+    model = randomize_bn(build_model("fcrn_tiny"))
+    export_onnx(model, tmp_path / "plain.onnx", SIZE, {})
+    export_onnx(fold_batchnorm(model), tmp_path / "folded.onnx", SIZE, {})
+    assert count_unfused_batchnorm(tmp_path / "plain.onnx") == 8  # bn1 and bn3 of four up-projections
+    assert count_unfused_batchnorm(tmp_path / "folded.onnx") == 0
