@@ -133,6 +133,29 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def sha256_remembered(paths: list[Path], store: Path) -> dict[Path, str]:
+    """sha256 of each file, remembered in the JSON ``store`` by (size, mtime), so a 2.8 GB
+    dataset is read once, not by every command that needs its hash."""
+    try:
+        known = json.loads(Path(store).read_text())
+    except (OSError, ValueError):
+        known = {}
+    out, changed = {}, False
+    for p in map(Path, paths):
+        st, key = p.stat(), str(p.resolve())
+        rec = known.get(key)
+        if isinstance(rec, dict) and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
+            out[p] = rec["sha256"]
+            continue
+        out[p] = sha256_file(p)
+        known[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": out[p]}
+        changed = True
+    parent = Path(store).parent
+    if changed and os.access(parent if parent.exists() else parent.parent, os.W_OK):
+        write_json(store, known)
+    return out
+
+
 def short_hash(*parts: str, n: int = 10) -> str:
     h = hashlib.sha256()
     for p in parts:

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from edgeticket.data import fetch as fetch_mod
+from edgeticket import fsio
 from edgeticket.data.fetch import NYU_FILES, SIDECAR, fetch_nyu
 from edgeticket.data.nyu import LABELED_FILE
 from edgeticket.data.splits import SPLITS_FILE, SPLITS_SHA256, official_split_path
@@ -273,11 +273,11 @@ def test_already_present(tmp_path, server, monkeypatch):
     first = _fetch(tmp_path, server)
     server.requests.clear()
     hashed = []
-    monkeypatch.setattr(fetch_mod, "sha256_file", lambda p: hashed.append(p) or "")
+    monkeypatch.setattr(fsio, "sha256_file", lambda p: hashed.append(p) or "")
     res = _fetch(tmp_path, server)
     assert {n: r["status"] for n, r in res.items()} == {n: "already present" for n in NYU_FILES}
     assert server.requests == []
-    assert hashed == []  # the sha256s recorded in fetch.json are reused while size and mtime match
+    assert hashed == []  # the remembered sha256s are reused while size and mtime match
     assert {n: r["sha256"] for n, r in res.items()} == {n: r["sha256"] for n, r in first.items()}
 
 

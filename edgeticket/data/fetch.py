@@ -24,9 +24,10 @@ from pathlib import Path
 
 from edgeticket import __version__
 from edgeticket.data.nyu import LABELED_FILE, LabeledMat
+from edgeticket.data.prepare import hash_store
 from edgeticket.data.splits import OFFICIAL_FRAMES, SPLITS_FILE, SPLITS_SHA256
 from edgeticket.errors import UserError
-from edgeticket.fsio import read_json, sha256_file, versions, write_json
+from edgeticket.fsio import sha256_remembered, versions, write_json
 
 NYU_FILES: dict[str, str] = {
     LABELED_FILE: "http://horatio.cs.nyu.edu/mit/silberman/nyu_depth_v2/nyu_depth_v2_labeled.mat",
@@ -65,7 +66,6 @@ def fetch_nyu(
             f"{out}: is a file; pass the folder to download {LABELED_FILE} and {SPLITS_FILE} into."
         )
     out.mkdir(parents=True, exist_ok=True)
-    known = _known_hashes(out / SIDECAR)
 
     files: dict[str, dict] = {}
     for name, url in urls.items():
@@ -74,22 +74,15 @@ def fetch_nyu(
             status = "already present"
         else:
             status = _download(url, path, out, progress, timeout)
-            known.pop(name, None)
-        st = path.stat()
-        cached = known.get(name)
-        digest = (
-            cached[2]
-            if cached and cached[:2] == (st.st_size, st.st_mtime_ns)
-            else sha256_file(path)
-        )
+        # remembered by (size, mtime) where `data prepare` finds it too: 2.8 GB is hashed once
+        digest = sha256_remembered([path], hash_store(out))[path]
         _check(path, digest, sha256, expect_frames)
         files[name] = {
             "path": path,
             "url": url,
-            "bytes": st.st_size,
+            "bytes": path.stat().st_size,
             "sha256": digest,
             "status": status,
-            "mtime_ns": st.st_mtime_ns,
         }
 
     write_json(
@@ -101,8 +94,6 @@ def fetch_nyu(
             "versions": versions(),
         },
     )
-    for f in files.values():
-        del f["mtime_ns"]
     return files
 
 
@@ -299,14 +290,3 @@ def _problem(message: str, path: Path) -> str:
         if depth == 0 and message.startswith("; ", i):
             return message[:i]
     return message
-
-
-def _known_hashes(sidecar: Path) -> dict[str, tuple[int, int, str]]:
-    """(bytes, mtime_ns, sha256) per file from an earlier fetch.json, to skip rehashing 2.8 GB."""
-    try:
-        files = read_json(sidecar)["files"]
-        return {
-            n: (int(f["bytes"]), int(f["mtime_ns"]), str(f["sha256"])) for n, f in files.items()
-        }
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}

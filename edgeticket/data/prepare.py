@@ -21,7 +21,7 @@ import numpy as np
 from edgeticket.data.geometry import DEFAULT_INPUT_SIZE, format_size, resize_depth, resize_rgb
 from edgeticket.data.nyu import FRAME_H, FRAME_W, open_with_split
 from edgeticket.errors import UserError
-from edgeticket.fsio import read_json, sha256_file, short_hash, versions, write_json
+from edgeticket.fsio import read_json, sha256_remembered, short_hash, versions, write_json
 
 CACHE_META = "cache.json"
 CACHE_DIRNAME = ".edgeticket-cache"
@@ -33,37 +33,20 @@ def is_cache(path: Path) -> bool:
     return (Path(path) / CACHE_META).is_file()
 
 
-def source_hashes(files: list[Path]) -> dict[str, str]:
-    """sha256 of the source files and of the folder's own splits.mat (it decides the split).
+def hash_store(folder: Path) -> Path:
+    """Where a data folder's remembered file hashes live (shared by fetch and prepare)."""
+    return Path(folder) / CACHE_DIRNAME / "hashes.json"
 
-    Hashes are remembered in ``.edgeticket-cache/hashes.json`` by (size, mtime), so the 2.8 GB
-    labeled file is read once, not on every command.
-    """
+
+def source_hashes(files: list[Path]) -> dict[str, str]:
+    """sha256 of the source files and of the folder's own splits.mat (it decides the split)."""
     files = list(files)
-    if files:
-        split = files[0].parent / "splits.mat"
-        if split.exists() and split not in files:
-            files.append(split)
-    known_path = files[0].parent / CACHE_DIRNAME / "hashes.json" if files else None
-    known = {}
-    if known_path is not None and known_path.exists():
-        try:
-            known = read_json(known_path)
-        except ValueError:
-            known = {}
-    out, changed = {}, False
-    for p in files:
-        st = p.stat()
-        rec = known.get(str(p.resolve()))
-        if rec and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
-            out[p.name] = rec["sha256"]
-            continue
-        out[p.name] = sha256_file(p)
-        known[str(p.resolve())] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": out[p.name]}
-        changed = True
-    if changed and known_path is not None and os.access(known_path.parent.parent, os.W_OK):
-        write_json(known_path, known)
-    return out
+    if not files:
+        return {}
+    split = files[0].parent / "splits.mat"
+    if split.exists() and split not in files:
+        files.append(split)
+    return {p.name: h for p, h in sha256_remembered(files, hash_store(files[0].parent)).items()}
 
 
 def cache_key(input_size: tuple[int, int], hashes: dict[str, str], val_fraction: float, seed: int) -> str:
