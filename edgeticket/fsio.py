@@ -80,10 +80,18 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def _jsonl_line(obj: Any) -> str:
+    return json.dumps(obj, default=_json_default) + "\n"
+
+
+def write_jsonl(path: str | os.PathLike, rows: list[Any]) -> None:
+    write_text(path, "".join(_jsonl_line(r) for r in rows))
+
+
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     """Append one line; a torn last line is tolerated by ``read_jsonl``."""
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(obj, default=_json_default) + "\n")
+        f.write(_jsonl_line(obj))
         f.flush()
         os.fsync(f.fileno())
 

@@ -34,7 +34,14 @@ from edgeticket import faults, paths
 from edgeticket.data.augment import AugmentConfig, augment, sample_params
 from edgeticket.data.dataset import PreparedData
 from edgeticket.errors import DivergenceError, Interrupted, UserError
-from edgeticket.fsio import append_jsonl, load_torch, read_jsonl, save_torch, write_json, write_text
+from edgeticket.fsio import (
+    append_jsonl,
+    load_torch,
+    read_jsonl,
+    save_torch,
+    write_json,
+    write_jsonl,
+)
 from edgeticket.train import distributed as D
 from edgeticket.train.evaluate import evaluate
 from edgeticket.train.losses import get_loss
@@ -311,9 +318,9 @@ class Trainer:
             self.apply_mask()
         if self.dist.is_main:  # drop log lines of epochs that will run again
             rows = [r for r in read_jsonl(self.out / paths.LOG) if r.get("epoch", 0) < start_epoch]
-            write_text(self.out / paths.LOG, "".join(_jsonl(r) for r in rows))
+            write_jsonl(self.out / paths.LOG, rows)
 
-        aug_cfg = AugmentConfig()
+        aug_cfg = AugmentConfig() if cfg.augment else _NO_AUG
         t_train, n_seen = 0.0, 0
         t_start = time.perf_counter()
         with _StopFlag() as stop, self._bar(total_steps) as bar:
@@ -333,7 +340,7 @@ class Trainer:
                 for step in range(skip, steps_per_epoch):
                     idx = order[step * bs:(step + 1) * bs]
                     rgb, depth = train.rgb.index_select(0, idx), train.depth.index_select(0, idx)
-                    params = sample_params(len(idx), aug_cfg if cfg.augment else _NO_AUG, gen)
+                    params = sample_params(len(idx), aug_cfg, gen)
                     x, target = augment(rgb, depth, params, self.mean, self.std)
                     if self.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
@@ -438,7 +445,7 @@ class Trainer:
         batches already done, so it continues with exactly the draws an uninterrupted run makes."""
         gen = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + epoch) * 1_009 + self.dist.rank)
         for _ in range(skip):
-            sample_params(bs, aug_cfg if self.cfg.augment else _NO_AUG, gen)
+            sample_params(bs, aug_cfg, gen)
         return gen
 
     def _encoder_lr(self) -> float:
@@ -498,8 +505,3 @@ _NO_AUG = AugmentConfig(scale=(1.0, 1.0), rotate_deg=0.0, jitter=0.0, flip=False
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
-
-def _jsonl(row: dict) -> str:
-    import json
-
-    return json.dumps(row) + "\n"
