@@ -25,6 +25,7 @@ from edgeticket.data.dataset import PreparedData
 from edgeticket.data.geometry import DEFAULT_INPUT_SIZE
 from edgeticket.errors import UserError
 from edgeticket.fsio import load_torch, read_json, save_torch, write_json
+from edgeticket.models.adapt import layer_widths
 from edgeticket.models.macs import count_macs
 from edgeticket.models.registry import build_model, get_record
 from edgeticket.tickets import criteria as C
@@ -171,12 +172,7 @@ class SearchContext:
 
 def alive_widths(model: nn.Module, mask: Mask, groups: list[ChannelGroup]) -> dict[str, tuple[int, int]]:
     """{module: (in alive, out alive)} once a mask's removable channels are gone, for MAC counting."""
-    alive: dict[str, list[int]] = {}
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            alive[name] = [m.in_channels, m.out_channels]
-        elif isinstance(m, nn.BatchNorm2d):
-            alive[name] = [m.num_features, m.num_features]
+    alive = layer_widths(model)
     for g in groups:
         if not all(w in mask for w in g.weight_names()):
             continue
