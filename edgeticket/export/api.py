@@ -24,7 +24,8 @@ from edgeticket.models.adapt import layer_widths
 from edgeticket.models.macs import count_macs, count_params
 from edgeticket.models.store import load_model_dir
 from edgeticket.tickets.mask import Mask
-from edgeticket.train.metrics import METRIC_KEYS, MetricAccumulator
+from edgeticket.train.evaluate import score_split
+from edgeticket.train.metrics import METRIC_KEYS
 
 PARITY_TOL = 1e-4
 NO_GAIN_NOTE = ("unstructured sparsity: compaction removes only whole dead channels, and this ticket has "
@@ -66,10 +67,8 @@ def sample_inputs(data: PreparedData | None, input_size: tuple[int, int], mean, 
 
 
 def onnx_metrics(sess, data: PreparedData, split: str, mean, std, batch_size: int = 8, limit: int | None = None) -> dict:
-    acc = MetricAccumulator("cpu")
-    for rgb, gt in data.iter_full(split, batch_size, limit):
-        acc.update(torch.from_numpy(run_ort(sess, to_input(rgb, mean, std).numpy())), gt)
-    return acc.compute()
+    return score_split(lambda x: torch.from_numpy(run_ort(sess, x.numpy())), data, split, batch_size, mean, std,
+                       limit=limit)
 
 
 def export(src: str | Path, out: str | Path, *, compact_model: bool | None = None, int8: bool = False,

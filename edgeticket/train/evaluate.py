@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -13,20 +13,28 @@ from edgeticket.train.metrics import MetricAccumulator
 
 
 @torch.no_grad()
+def score_split(predict: Callable[[torch.Tensor], torch.Tensor], data: PreparedData, split: str, batch_size: int,
+                mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cpu",
+                limit: int | None = None) -> dict[str, float]:
+    """Metrics of any depth predictor (PyTorch or ONNX Runtime) over a split, per image then averaged."""
+    acc = MetricAccumulator(device)
+    for rgb, gt in data.iter_full(split, batch_size, limit):
+        acc.update(predict(to_input(rgb.to(device), mean, std)).float(), gt.to(device))
+    return acc.compute()
+
+
+@torch.no_grad()
 def evaluate(model: nn.Module, data: PreparedData, split: str, device: torch.device | str, batch_size: int,
              mean: Sequence[float], std: Sequence[float], channels_last: bool = False,
              limit: int | None = None) -> dict[str, float]:
-    """Metrics of ``model`` over a whole split, in fp32, per image then averaged."""
+    """Metrics of ``model`` over a whole split, in fp32."""
     was_training = model.training
     model.eval()
-    acc = MetricAccumulator(device)
-    for rgb, gt in data.iter_full(split, batch_size, limit):
-        x = to_input(rgb.to(device), mean, std)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        acc.update(model(x).float(), gt.to(device))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    out = score_split(lambda x: model(x.contiguous(memory_format=fmt)), data, split, batch_size, mean, std, device,
+                      limit)
     model.train(was_training)
-    return acc.compute()
+    return out
 
 
 @torch.no_grad()
