@@ -19,7 +19,7 @@ import torch
 from edgeticket.data.augment import AugmentConfig, augment, sample_params
 from edgeticket.models import build_model
 from edgeticket.models.macs import count_macs
-from edgeticket.tickets.criteria import prunable_names
+from edgeticket.tickets.criteria.common import prunable_names
 from edgeticket.tickets.mask import Mask
 from edgeticket.train.losses import berhu
 from edgeticket.train.trainer import TrainConfig, make_optimizer

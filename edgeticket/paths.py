@@ -14,19 +14,42 @@ FINAL = "final.pt"  # the weights at the end of training (pruning is judged on t
 REWIND = "rewind.pt"  # weights at the late-rewinding point (epoch:K / step:K)
 SPARSITY = "sparsity.json"
 SEARCH = "search.json"  # the search's settings, written once
+START = "start.pt"  # the weights a search's level 0 starts from (pretrained, or a seeded random init)
+INIT = "init.pt"  # a seeded random initialisation, the rewind point for --rewind init
+CACHE_META = "cache.json"  # written last: marks a finished training cache
+CACHE_DIRNAME = ".edgeticket-cache"  # a dataset folder's own caches, one per size and settings
+HASHES = "hashes.json"  # remembered sha256 of a data folder's files, by (size, mtime)
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 SUMMARY_PNG = "sparsity.png"
+PLOT_ACCURACY_LATENCY = "accuracy_vs_latency.png"
+PLOT_SPARSITY_DELTA1 = "sparsity_vs_delta1.png"
+PLOT_PREDICTIONS = "predictions.png"
 ONNX = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
 EXPORT_JSON = "export.json"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 PIPELINE_STATE = "pipeline.json"
+LOCK = ".lock"
+
+# The pipeline's run folder: one sub-folder per stage.
+PIPE_DATA = "data/synth"
+PIPE_DENSE = "finetune/dense"
+PIPE_TICKET = "finetune/ticket"
+PIPE_SEARCH = "search"
+PIPE_SEARCH_UNSTRUCTURED = "search_unstructured"
+PIPE_EXPORT = "export"
+PIPE_BENCH = "bench"
 
 
 def level_dir(root: str | Path, level: int) -> Path:
     return Path(root) / f"level_{level:02d}"
+
+
+def branch_name(prefix: str, seed: int | None = None) -> str:
+    """'random' + seed 1 -> 'random_s1': seeds of one baseline form one family."""
+    return prefix if seed is None else f"{prefix}_s{seed}"
 
 
 def branch_dir(level: str | Path, name: str) -> Path:

@@ -1,6 +1,6 @@
 """Shared fixtures: a small synthetic dataset in the official layout and its training cache.
 
-Everything is tiny (fcrn_tiny, 48x64 inputs) so the suite runs in minutes on 2 CPU cores.
+Shared helpers (tiny settings, the real NYU sample files) are in ``helpers.py``.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-SHARED_NYU = Path(__file__).resolve().parents[2] / "shared" / "data" / "nyu"
-SIZE = (48, 64)
+from helpers import SIZE
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -30,9 +28,11 @@ def synth_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def cache(synth_dir, tmp_path_factory) -> Path:
     """The synthetic set prepared at 48x64."""
+    from edgeticket.data.config import DataConfig
     from edgeticket.data.prepare import prepare
 
-    return prepare(synth_dir, tmp_path_factory.mktemp("cache") / "c", SIZE, val_fraction=0.15, progress=False)
+    return prepare(synth_dir, tmp_path_factory.mktemp("cache") / "c", DataConfig(input_size=SIZE, val_fraction=0.15),
+                   progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -40,20 +40,6 @@ def prepared(cache):
     from edgeticket.data.dataset import PreparedData
 
     return PreparedData(cache)
-
-
-def tiny_train_config(**kw):
-    from edgeticket.train.trainer import TrainConfig
-
-    base = dict(epochs=2, batch_size=4, lr=0.01, eval_batch_size=8, warmup_epochs=0.0)
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def shared_nyu() -> Path:
-    if not (SHARED_NYU / "test_first10").is_dir():
-        pytest.skip("../shared/data/nyu is not present in this checkout")
-    return SHARED_NYU
 
 
 def pytest_terminal_summary(terminalreporter):

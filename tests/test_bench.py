@@ -7,33 +7,41 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import SIZE, shared_nyu, tiny_train_config
+from helpers import SIZE, shared_nyu, tiny_finetune_config, tiny_search_config, tiny_train_config
 
 from edgeticket import paths
-from edgeticket.bench.api import bench, failed_gates
+from edgeticket.bench import api
+from edgeticket.bench.api import failed_gates
+from edgeticket.bench.config import BenchConfig
 from edgeticket.bench.gates import parse_gates
 from edgeticket.bench.plots import pareto_front
 from edgeticket.errors import UserError
 from edgeticket.export.api import export
+from edgeticket.export.config import ExportConfig
 from edgeticket.export.fold import fold_batchnorm
 from edgeticket.export.onnx_export import export_onnx
 from edgeticket.models import build_model
-from edgeticket.tickets.imp import SearchConfig, search
+from edgeticket.models.card import ModelCard
+from edgeticket.tickets.imp import search
 from edgeticket.train.finetune import finetune
 from edgeticket.train.metrics import METRIC_KEYS
+
+
+def bench(models, baseline, data, out, search=None, progress=False, **settings):
+    """The bench with its settings given as the TOML and the CLI give them (text parsed by the fields)."""
+    return api.bench(models, baseline, data, out, BenchConfig.from_dict(settings), search=search, progress=progress)
 
 
 @pytest.fixture(scope="module")
 def chain(synth_dir, tmp_path_factory):
     """A briefly trained dense fcrn_tiny and a compacted channel ticket, both exported."""
     root = tmp_path_factory.mktemp("chain")
-    finetune(synth_dir, "fcrn_tiny", root / "dense", tiny_train_config(epochs=2), pretrained="none", input_size=SIZE,
-             val_fraction=0.15, progress=False)
-    search(synth_dir, SearchConfig(arch="fcrn_tiny", pretrained="none", levels=3, criterion="channel", round_to=2,
-                                   input_size=SIZE, val_fraction=0.15, train=tiny_train_config(epochs=1)),
-           root / "search", progress=False)
+    finetune(synth_dir, root / "dense", tiny_finetune_config(tiny_train_config(epochs=2), input_size=SIZE,
+                                                             val_fraction=0.15), progress=False)
+    search(synth_dir, root / "search", tiny_search_config(tiny_train_config(epochs=1), input_size=SIZE, val_fraction=0.15,
+                                                          levels=3, criterion="channel", round_to=2), progress=False)
     export(root / "dense", root / "e_dense", progress=False)
-    export(paths.level_dir(root / "search", 2), root / "e_ticket", int8=True, calib_images=8, progress=False)
+    export(paths.level_dir(root / "search", 2), root / "e_ticket", ExportConfig(int8=True, calib_images=8), progress=False)
     return root
 
 
@@ -134,8 +142,8 @@ def test_bench_bad_inputs(chain, synth_dir, tmp_path):
         bench([str(corrupt)], dense, synth_dir, tmp_path / "b", runs=2, progress=False)
     other = tmp_path / "other"
     other.mkdir()
-    export_onnx(fold_batchnorm(build_model("fcrn_tiny").eval()), other / "m.onnx", (32, 48),
-                {"input_size": "32x48", "mean": "0.485,0.456,0.406", "std": "0.229,0.224,0.225"})
+    card = ModelCard(input_size=(32, 48), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    export_onnx(fold_batchnorm(build_model("fcrn_tiny").eval()), other / "m.onnx", (32, 48), card.to_onnx_props())
     with pytest.raises(UserError, match="takes 32x48 but the baseline"):
         bench([str(other / "m.onnx")], dense, synth_dir, tmp_path / "b", runs=2, progress=False)
     empty = tmp_path / "empty"
@@ -181,11 +189,12 @@ def test_bench_refuses_out_inside_data(chain, synth_dir):
 
 
 def test_mac_metadata_matches_a_fresh_count(chain):
-    from edgeticket.export.onnx_export import read_metadata
+    from helpers import onnx_props
+
     from edgeticket.models.macs import count_macs
     from edgeticket.models.store import load_model_dir
 
-    md = read_metadata(chain / "e_ticket" / paths.ONNX)
+    md = onnx_props(chain / "e_ticket" / paths.ONNX)
     model, _ = load_model_dir(chain / "e_ticket")
     assert int(md["macs"]) == count_macs(fold_batchnorm(model.eval()), SIZE)
     assert torch.is_tensor(next(model.parameters()))

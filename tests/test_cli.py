@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 import subprocess
@@ -50,6 +51,63 @@ def test_every_command_has_its_options(cmd, options):
     assert res.exit_code == 0, res.output
     for opt in options:
         assert opt in res.output, (cmd, opt)
+
+
+def _commands():
+    """(path, our command function, click command) for every command of the app."""
+    import typer.main
+
+    root = typer.main.get_command(app)
+    groups = {"": app, **{g.name: g.typer_instance for g in app.registered_groups}}
+    for gname, tapp in groups.items():
+        for info in tapp.registered_commands:
+            click_cmd = root.commands[gname].commands[info.name] if gname else root.commands[info.name]
+            yield f"{gname} {info.name}".strip(), info.callback, click_cmd
+
+
+def test_cli_defaults_are_the_dataclass_defaults():
+    """Every option generated from a settings field takes, parsed as the CLI parses it, the field's default."""
+    from edgeticket.hparams import parse_value
+
+    checked = 0
+    for name, fn, click_cmd in _commands():
+        params = {p.name: p for p in click_cmd.params}
+        for spec in getattr(fn, "option_specs", []):
+            f = spec.field
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                assert params[spec.param].required, (name, spec.flag)
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            click_default = params[spec.param].default
+            assert parse_value(spec.owner, f, click_default) == default, (name, spec.flag, click_default, default)
+            assert spec.flag in params[spec.param].opts, (name, spec.flag)
+            checked += 1
+    assert checked > 80  # finetune and search alone bring over 30 options each
+
+
+def test_device_defaults_to_auto_everywhere():
+    import inspect
+
+    from edgeticket.train.config import DEFAULT_DEVICE
+
+    assert DEFAULT_DEVICE == "auto"
+    for name, _fn, click_cmd in _commands():
+        for p in click_cmd.params:
+            if p.name == "device" and name not in ("pipeline", "demo"):  # those override the config's [run] device
+                assert p.default == DEFAULT_DEVICE, name
+    import edgeticket as et
+
+    for fn in (et.finetune, et.search, et.run_branches):
+        assert inspect.signature(fn).parameters["device"].default == DEFAULT_DEVICE
+    from edgeticket.pipeline.config import RunSection
+
+    assert RunSection().device == DEFAULT_DEVICE
+
+
+def test_finetune_and_search_share_the_training_options():
+    specs = {name: {s.flag for s in getattr(fn, "option_specs", []) if s.path[1] == "train"}
+             for name, fn, _ in _commands() if name in ("finetune", "search")}
+    assert specs["finetune"] == specs["search"] and {"--epochs", "--lr", "--channels-last", "--compile"} <= specs["search"]
 
 
 def readme_commands() -> list[str]:

@@ -8,21 +8,23 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import SIZE, tiny_train_config
+from helpers import SIZE, onnx_props, tiny_search_config, tiny_train_config
 
 from edgeticket import paths
 from edgeticket.errors import UserError
 from edgeticket.export.api import export
 from edgeticket.export.compact import ParityError, check_compaction, compact
+from edgeticket.export.config import ExportConfig
 from edgeticket.export.fold import fold_batchnorm
-from edgeticket.export.onnx_export import ort_session, read_metadata, run_ort
+from edgeticket.export.onnx_export import ort_session, run_ort
 from edgeticket.export.quantize import ArrayCalibrationReader
 from edgeticket.models import build_model
 from edgeticket.models.macs import count_macs
 from edgeticket.models.store import load_model_dir
-from edgeticket.tickets import criteria as C
+from edgeticket.tickets.criteria import common as C
+from edgeticket.tickets.criteria.channel import prune_channels
 from edgeticket.tickets.groups import channel_groups, prunable_groups
-from edgeticket.tickets.imp import SearchConfig, search
+from edgeticket.tickets.imp import search
 from edgeticket.tickets.mask import Mask
 
 
@@ -42,8 +44,8 @@ def channel_ticket(model, density=0.5, only=None):
     groups = prunable_groups(channel_groups(model), set(scope))
     if only:
         groups = [g for g in groups if g.name.startswith(only)]
-    mask = C.prune_channels(dict(model.named_parameters()), C.with_bn_entries(Mask.ones(model, scope), groups), groups,
-                            density, round_to=1).mask
+    mask = prune_channels(dict(model.named_parameters()), C.with_bn_entries(Mask.ones(model, scope), groups), groups,
+                          density, round_to=1).mask
     mask.apply_(model)
     return mask
 
@@ -84,22 +86,22 @@ def test_compaction_parity_failure_names_the_first_diverging_layer():
 @pytest.fixture(scope="module")
 def channel_search(cache, tmp_path_factory):
     root = tmp_path_factory.mktemp("cs") / "s"
-    search(cache, SearchConfig(arch="fcrn_tiny", pretrained="none", levels=3, criterion="channel", round_to=2,
-                               input_size=SIZE, val_fraction=0.15, train=tiny_train_config(epochs=1)), root, progress=False)
+    search(cache, root, tiny_search_config(tiny_train_config(epochs=1), input_size=SIZE, val_fraction=0.15, levels=3, criterion="channel",
+                                          round_to=2), progress=False)
     return root
 
 
 @pytest.fixture(scope="module")
 def unstructured_search(cache, tmp_path_factory):
     root = tmp_path_factory.mktemp("us") / "s"
-    search(cache, SearchConfig(arch="fcrn_tiny", pretrained="none", levels=2, criterion="magnitude-global",
-                               input_size=SIZE, val_fraction=0.15, train=tiny_train_config(epochs=1)), root, progress=False)
+    search(cache, root, tiny_search_config(tiny_train_config(epochs=1), input_size=SIZE, val_fraction=0.15, levels=2,
+                                          criterion="magnitude-global"), progress=False)
     return root
 
 
 def test_channel_ticket_exports_compacted_with_metadata_and_int8(channel_search, tmp_path):
     src = paths.level_dir(channel_search, 2)
-    r = export(src, tmp_path / "e", int8=True, calib_images=16, progress=False)
+    r = export(src, tmp_path / "e", ExportConfig(int8=True, calib_images=16), progress=False)
     out = tmp_path / "e"
     assert r["after"]["macs"] < 0.6 * r["before"]["macs"]
     assert r["compaction"]["channels_removed"] > 0 and r["widths"]
@@ -111,7 +113,7 @@ def test_channel_ticket_exports_compacted_with_metadata_and_int8(channel_search,
     assert proto.opset_import[0].version >= 18 and not (out / "model.onnx.data").exists()
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
     assert not any(n.op_type == "BatchNormalization" for n in proto.graph.node)
-    md = read_metadata(out / paths.ONNX)
+    md = onnx_props(out / paths.ONNX)
     assert md["input_size"] == "48x64" and md["layout"] == "NCHW" and md["mean"] == "0.485,0.456,0.406"
     assert md["std"] == "0.229,0.224,0.225" and md["output_units"] == "metres" and md["arch"] == "fcrn_tiny"
     assert int(md["macs"]) == r["after"]["macs"] and int(md["params"]) == r["after"]["params"]
@@ -131,21 +133,21 @@ def test_channel_ticket_exports_compacted_with_metadata_and_int8(channel_search,
     assert (out / paths.ONNX_INT8).exists() and q["per_channel"] and q["format"] == "QDQ"
     assert q["output_vs_fp32"]["max_rel"] < 0.15  # the stated INT8 bound on this tiny model
     assert set(q["drift"]["delta"]) >= {"delta1", "rmse"}
-    assert read_metadata(out / paths.ONNX_INT8)["precision"] == "int8-qdq"
+    assert onnx_props(out / paths.ONNX_INT8)["precision"] == "int8-qdq"
     saved = json.loads((out / paths.EXPORT_JSON).read_text())
     assert saved["parity"] == r["parity"] and "versions" in saved
 
 
 def test_unstructured_ticket_says_no_structural_gain(unstructured_search, tmp_path):
-    r = export(paths.level_dir(unstructured_search, 1), tmp_path / "e", compact_model=True, progress=False)
+    r = export(paths.level_dir(unstructured_search, 1), tmp_path / "e", ExportConfig(compact=True), progress=False)
     assert any("no speed-up" in n and "dense speed" in n for n in r["notes"])
     assert r["after"]["macs"] == r["before"]["macs"]
     assert max(v["max_rel"] for v in r["parity"].values()) < 1e-4
-    assert float(read_metadata(tmp_path / "e" / paths.ONNX)["sparsity_unstructured"]) == pytest.approx(0.2, abs=1e-3)
+    assert float(onnx_props(tmp_path / "e" / paths.ONNX)["sparsity_unstructured"]) == pytest.approx(0.2, abs=1e-3)
 
 
 def test_no_compact_exports_the_masked_model(channel_search, tmp_path):
-    r = export(paths.level_dir(channel_search, 1), tmp_path / "e", compact_model=False, progress=False)
+    r = export(paths.level_dir(channel_search, 1), tmp_path / "e", ExportConfig(compact=False), progress=False)
     assert "compaction" not in r and r["after"]["macs"] == r["before"]["macs"]
 
 
@@ -160,19 +162,20 @@ def test_without_data_parity_runs_on_random_inputs_and_int8_names_data(channel_s
     r = export(src, tmp_path / "e", progress=False)
     assert set(r["parity"]) == {"random"} and any("random inputs only" in n for n in r["notes"])
     with pytest.raises(UserError, match="--data"):
-        export(src, tmp_path / "e2", int8=True, progress=False)
+        export(src, tmp_path / "e2", ExportConfig(int8=True), progress=False)
 
 
 def test_int8_calibration_of_the_wrong_shape_is_refused(channel_search, tmp_path, synth_dir):
     with pytest.raises(UserError, match="this cache is 32x48, not 48x64"):
-        export(paths.level_dir(channel_search, 1), tmp_path / "e", int8=True, data=_other_cache(synth_dir, tmp_path),
-               progress=False)
+        export(paths.level_dir(channel_search, 1), tmp_path / "e", ExportConfig(int8=True),
+               data=_other_cache(synth_dir, tmp_path), progress=False)
 
 
 def _other_cache(synth_dir, tmp_path):
+    from edgeticket.data.config import DataConfig
     from edgeticket.data.prepare import prepare
 
-    return prepare(synth_dir, tmp_path / "c32", (32, 48), val_fraction=0.15, progress=False)
+    return prepare(synth_dir, tmp_path / "c32", DataConfig(input_size=(32, 48), val_fraction=0.15), progress=False)
 
 
 def test_strided_calibration_gives_the_same_ranges_as_one_pass(tmp_path):

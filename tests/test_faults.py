@@ -1,7 +1,7 @@
 """Faults and bad input: kill-and-resume, pre-emption, a bad-input matrix, numerical faults.
 
 The promise: nothing is lost and nothing is silently wrong. Processes are killed with SIGKILL
-at chosen moments (``EDGETICKET_FAULT``, see ``edgeticket/faults.py``) and at random times,
+at chosen moments (``EDGETICKET_FAULT``, see ``edgeticket/faults.py``: deterministic points, never a wall-clock moment),
 resumed with ``--resume``, and compared with an uninterrupted run of the same seed. After every
 kill the run directory is scanned: every file that is there must load and be whole.
 """
@@ -22,13 +22,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import SIZE
+from helpers import SIZE
 from typer.testing import CliRunner
 
 from edgeticket import paths
 from edgeticket.cli.app import app
 from edgeticket.models import build_model
-from edgeticket.tickets.criteria import prunable_names
+from edgeticket.models.card import ModelCard
+from edgeticket.tickets.criteria.common import prunable_names
 from edgeticket.tickets.mask import Mask
 
 EXE = str(Path(sys.executable).with_name("edgeticket"))
@@ -47,17 +48,12 @@ def report_counts():
     Path(os.environ.get("EDGETICKET_FAULT_REPORT", "/tmp/edgeticket-faults.json")).write_text(json.dumps(COUNTS))
 
 
-def run_cli(args, fault: str | None = None, timeout: float = 600, kill_after: float | None = None):
+def run_cli(args, fault: str | None = None, timeout: float = 600):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("EDGETICKET_FAULT", None)
     if fault:
         env["EDGETICKET_FAULT"] = fault
     proc = subprocess.Popen([EXE, *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if kill_after is not None:
-        try:
-            proc.wait(timeout=kill_after)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
 
@@ -106,9 +102,7 @@ def kill_and_resume(args: list, out: Path, plan: list, timeout: float = 600) -> 
     """Run ``args`` under each fault of ``plan`` in turn (each a resume), scanning after each kill."""
     survived = 0
     for fault in plan:
-        kill_after = fault[1] if isinstance(fault, tuple) and fault[0] == "random" else None
-        spec = None if kill_after is not None else fault
-        code, _, err = run_cli(args, fault=spec, timeout=timeout, kill_after=kill_after)
+        code, _, err = run_cli(args, fault=fault, timeout=timeout)
         COUNTS["kill_points_tried"] += 1
         assert code in (-signal.SIGKILL, 0), (fault, code, err[-2000:])
         problems = scan(out) if out.exists() else []
@@ -157,7 +151,7 @@ def test_search_survives_sigkill_at_every_kind_of_moment(cache, tmp_path):
         "mask:1",  # during the mask computation
         f"step:{rng.randint(1, steps_per_level)}",
         f"write:{rng.randint(1, 12)}",
-        ("random", rng.uniform(4.0, 9.0)),  # a random moment
+        f"step:{steps_per_level + 1}",  # the first step of level 1
     ]
     out = tmp_path / "killed"
     kill_and_resume(search_args(cache, out), out, plan)
@@ -191,8 +185,7 @@ def finetune_ref(cache, tmp_path_factory):
 def test_finetune_survives_sigkill(cache, finetune_ref, tmp_path):
     rng = random.Random(1)
     out = tmp_path / "killed"
-    plan = ["start:1", "write:1", f"step:{rng.randint(1, 5)}", f"write:{rng.randint(2, 8)}",
-            ("random", rng.uniform(4.0, 7.0))]
+    plan = ["start:1", "write:1", f"step:{rng.randint(1, 5)}", f"write:{rng.randint(2, 8)}", "step:6"]
     kill_and_resume(finetune_args(cache, out), out, plan)
     assert_same_model(out, finetune_ref)
 
@@ -229,7 +222,6 @@ def test_external_sigint_stops_cleanly(cache, tmp_path):
 
 PIPE = """
 [run]
-seed = 0
 [data]
 source = "synth"
 synth_frames = 16
@@ -275,7 +267,7 @@ def test_pipeline_survives_sigkill(tmp_path):
     code, _, err = run_cli(["pipeline", cfg, "--out", ref, "--quiet"])
     assert code == 0, err
     rng = random.Random(2)
-    plan = [f"step:{rng.randint(2, 6)}", "level:1", f"write:{rng.randint(5, 30)}", ("random", rng.uniform(8.0, 14.0))]
+    plan = [f"step:{rng.randint(2, 6)}", "level:1", f"write:{rng.randint(5, 30)}", "mask:1"]
     kill_and_resume(["pipeline", cfg, "--out", out, "--quiet"], out, plan)
     assert_same_search(out / "search", ref / "search", levels=2)
     for d in ("finetune/dense", "finetune/ticket"):
@@ -319,16 +311,16 @@ def _bad_depth(value):
 def world(cache, synth_dir, tmp_path_factory):
     """A finished finetune, a channel-search level and exports, to point bad input at."""
     root = tmp_path_factory.mktemp("world")
-    from conftest import tiny_train_config
+    from helpers import tiny_finetune_config, tiny_search_config, tiny_train_config
 
     from edgeticket.export.api import export
-    from edgeticket.tickets.imp import SearchConfig, search
+    from edgeticket.tickets.imp import search
     from edgeticket.train.finetune import finetune
 
-    finetune(cache, "fcrn_tiny", root / "run", tiny_train_config(epochs=1), pretrained="none", progress=False)
+    finetune(cache, root / "run", tiny_finetune_config(tiny_train_config(epochs=1)), progress=False)
     export(root / "run", root / "exp", progress=False)
-    search(cache, SearchConfig(arch="fcrn_tiny", pretrained="none", levels=1, input_size=SIZE, val_fraction=0.15,
-                               train=tiny_train_config(epochs=1)), root / "search", progress=False)
+    search(cache, root / "search", tiny_search_config(tiny_train_config(epochs=1), input_size=SIZE, val_fraction=0.15,
+                                                      levels=1), progress=False)
     return root
 
 
@@ -412,8 +404,8 @@ def _case_files(kind: str, tmp: Path, world: Path, cache: Path, synth: Path) -> 
         from edgeticket.export.onnx_export import export_onnx
 
         f = tmp / "small.onnx"
-        export_onnx(fold_batchnorm(build_model("fcrn_tiny").eval()), f, (32, 48),
-                    {"input_size": "32x48", "mean": "0.485,0.456,0.406", "std": "0.229,0.224,0.225"})
+        card = ModelCard(input_size=(32, 48), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+        export_onnx(fold_batchnorm(build_model("fcrn_tiny").eval()), f, (32, 48), card.to_onnx_props())
         return [*bench, f], out, str(f)
     srch = ["search", "--data", cache, "--arch", "fcrn_tiny", "--pretrained", "none", "--input-size", "48x64",
             "--out", out, "--quiet"]
@@ -505,14 +497,15 @@ def test_nan_in_a_batch_stops_the_run_naming_the_step(cache, tmp_path, monkeypat
 
 
 def test_extreme_channel_pruning_stops_at_one_group_and_says_so():
-    from edgeticket.tickets import criteria as C
+    from edgeticket.tickets.criteria import common as C
+    from edgeticket.tickets.criteria.channel import prune_channels
     from edgeticket.tickets.groups import channel_groups, prunable_groups
 
     model = build_model("fcrn_tiny")
     scope = C.prunable_names(model)
     groups = prunable_groups(channel_groups(model), set(scope))
-    res = C.prune_channels(dict(model.named_parameters()), C.with_bn_entries(Mask.ones(model, scope), groups), groups,
-                           1e-6, round_to=4)
+    res = prune_channels(dict(model.named_parameters()), C.with_bn_entries(Mask.ones(model, scope), groups), groups,
+                         1e-6, round_to=4)
     for g in groups:
         assert int(C.channel_alive(res.mask, g).sum()) == min(4, g.channels)
     assert res.notes and all("floor" in n for n in res.notes)

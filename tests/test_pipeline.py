@@ -7,14 +7,20 @@ import json
 import pytest
 
 from edgeticket import paths
+from edgeticket.bench.config import BenchConfig
+from edgeticket.data.config import DataConfig
 from edgeticket.errors import UserError
-from edgeticket.pipeline import STAGES, load_config, preset_path, run_pipeline
+from edgeticket.export.config import ExportConfig
+from edgeticket.models.config import ModelConfig
+from edgeticket.models.registry import get_record
+from edgeticket.pipeline import PRESETS, STAGES, load_config, preset_path, run_pipeline
+from edgeticket.tickets.config import SearchConfig
+from edgeticket.train.config import TrainConfig
 
 TINY = """
 [run]
 out = "unused"
 device = "cpu"
-seed = 0
 
 [data]
 source = "synth"
@@ -86,14 +92,44 @@ def test_tiny_pipeline_runs_and_reruns_skip_every_stage(tmp_path):
     assert logs == [f"[{s}] done earlier, skipped" for s in STAGES]
 
 
-def test_presets_load_and_name_their_stages():
-    for name in ("demo", "nyu-fcrn50"):
-        cfg = load_config(preset_path(name))
-        assert cfg["model"]["arch"] in ("fcrn_resnet18", "fcrn_resnet50")
-    demo = load_config(preset_path("demo"))
-    assert demo["search"]["levels"] == 4 and demo["search"]["criterion"] == "channel"
-    full = load_config(preset_path("nyu-fcrn50"))
-    assert full["search"]["levels"] == 10 and full["model"]["pretrained"] == "imagenet" and full["run"]["device"] == "cuda"
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_load_and_validate(name):
+    cfg = load_config(preset_path(name))
+    assert isinstance(cfg.search, SearchConfig) and isinstance(cfg.dense, TrainConfig)
+    assert cfg.search.model == cfg.model and cfg.search.data == cfg.data.prepare
+    cfg.search.check()  # construction validated already; a second check must agree
+    assert get_record(cfg.model.arch)
+
+
+def test_sections_map_onto_the_stage_dataclasses_without_defaults_of_their_own(tmp_path):
+    (tmp_path / "m.toml").write_text("[run]\n[data]\n[model]\n[dense]\n[search]\n[export]\n[bench]\n")
+    cfg = load_config(tmp_path / "m.toml")
+    assert cfg.search == SearchConfig() and cfg.dense == TrainConfig() and cfg.export == ExportConfig()
+    assert cfg.bench == BenchConfig() and cfg.model == ModelConfig() and cfg.data.prepare == DataConfig()
+    (tmp_path / "t.toml").write_text("[run]\n[data]\n[model]\n[train]\nlr = 0.5\n[dense]\nepochs = 3\n"
+                                     "[search]\nlevels = 2\nlr = 0.25\n[export]\n[bench]\n")
+    cfg = load_config(tmp_path / "t.toml")
+    assert (cfg.dense.lr, cfg.dense.epochs, cfg.search.train.lr, cfg.search.levels) == (0.5, 3, 0.25, 2)
+    assert cfg.ticket.lr == 0.5 and cfg.search.train.epochs == TrainConfig().epochs
+
+
+@pytest.mark.parametrize("section, line, match", [
+    ("search", "levls = 2", r"\[search\]: unknown key 'levls'"),
+    ("search", 'levels = "two"', r"\[search\]: levels = 'two': give a whole number"),
+    ("dense", "lr = nan", r"\[dense\]: lr = nan: give a finite number"),
+    ("train", 'optimizer = "adam"', r"\[train\]: optimizer = 'adam': choose sgd or adamw"),
+    ("bench", 'gate = "speedup=2"', r"\[bench\]: gate = 'speedup=2'"),
+    ("data", 'input_size = "big"', r"\[data\]: input_size = 'big': write HEIGHTxWIDTH"),
+    ("search", 'rewind = "epoch:30"', r"\[search\]: rewind = epoch:30: level 0 trains 20 epochs"),
+])
+def test_bad_values_are_refused_before_any_stage_naming_file_section_and_key(tmp_path, section, line, match):
+    sections = ["run", "data", "model", "train", "dense", "search", "export", "bench"]
+    text = "".join(f"[{s}]\n" + (f"{line}\n" if s == section else "") for s in sections)
+    (tmp_path / "x.toml").write_text(text)
+    with pytest.raises(UserError, match=match) as e:
+        run_pipeline(tmp_path / "x.toml", tmp_path / "run", progress=False, log=lambda m: None)
+    assert str(tmp_path / "x.toml") in str(e.value)
+    assert not (tmp_path / "run").exists()
 
 
 def test_bad_config(tmp_path):

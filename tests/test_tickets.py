@@ -3,35 +3,45 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import pytest
 import torch
-from conftest import SIZE, tiny_train_config
+from helpers import SIZE, tiny_search_config, tiny_train_config
 from torch.nn.utils import prune
 
 from edgeticket import paths
 from edgeticket.errors import UserError
+from edgeticket.hparams import parse_value
 from edgeticket.models import build_model
-from edgeticket.tickets import criteria as C
-from edgeticket.tickets.branches import run_branches
-from edgeticket.tickets.formats import import_ticket
+from edgeticket.tickets import branches
+from edgeticket.tickets.config import BranchConfig, SearchConfig
+from edgeticket.tickets.criteria import common as C
+from edgeticket.tickets.criteria import criterion_names
+from edgeticket.tickets.criteria.magnitude import magnitude_global, magnitude_layerwise
+from edgeticket.tickets.formats import read_ticket as import_ticket
 from edgeticket.tickets.groups import channel_groups, prunable_groups
-from edgeticket.tickets.imp import SearchConfig, search
+from edgeticket.tickets.imp import search
 from edgeticket.tickets.mask import Mask
 
 
-def cfg(criterion, levels=3, round_to=1, **kw):
-    return SearchConfig(arch="fcrn_tiny", pretrained="none", levels=levels, criterion=criterion, round_to=round_to,
-                        input_size=SIZE, val_fraction=0.15, train=tiny_train_config(epochs=1), **kw)
+def cfg(criterion, levels=3, round_to=1, train=None, rewind="pretrained", **kw):
+    rewind = parse_value(SearchConfig, {f.name: f for f in fields(SearchConfig)}["rewind"], rewind)  # as the CLI does
+    return tiny_search_config(train or tiny_train_config(epochs=1), input_size=SIZE, val_fraction=0.15, levels=levels,
+                              criterion=criterion, round_to=round_to, rewind=rewind, **kw)
+
+
+def run_branches(root, level, kind, progress=False, **kw):
+    return branches.run_branches(root, kind, BranchConfig(level=level, **kw), progress=progress)
 
 
 @pytest.fixture(scope="module")
 def searches(cache, tmp_path_factory):
     """A finished 3-level search for each criterion."""
     out = {}
-    for crit in C.CRITERIA:
+    for crit in criterion_names():
         root = tmp_path_factory.mktemp(crit)
-        search(cache, cfg(crit), root / "s", progress=False)
+        search(cache, root / "s", cfg(crit), progress=False)
         out[crit] = root / "s"
     return out
 
@@ -84,7 +94,7 @@ def test_channel_tickets_mask_whole_channels_and_their_bn(searches):
 
 
 def test_round_to_keeps_hardware_friendly_widths(cache, tmp_path):
-    search(cache, cfg("channel", levels=2, round_to=8), tmp_path / "s", progress=False)
+    search(cache, tmp_path / "s", cfg("channel", levels=2, round_to=8), progress=False)
     m = Mask.load(paths.level_dir(tmp_path / "s", 1))
     groups = prunable_groups(channel_groups(build_model("fcrn_tiny")), set(m.weight_keys()))
     for g in groups:
@@ -111,7 +121,7 @@ def test_level_files_summary_and_plot(searches):
 
 
 def test_target_sparsity_stops_the_search(cache, tmp_path):
-    search(cache, cfg("magnitude-global", levels=5, target_sparsity=0.3), tmp_path / "s", progress=False)
+    search(cache, tmp_path / "s", cfg("magnitude-global", levels=5, target_sparsity=0.3), progress=False)
     assert paths.level_dir(tmp_path / "s", 2).exists() and not paths.level_dir(tmp_path / "s", 3).exists()
     assert Mask.load(paths.level_dir(tmp_path / "s", 2)).sparsity() == pytest.approx(0.3, abs=1e-3)
 
@@ -130,10 +140,10 @@ def test_search_resume_gives_bit_identical_masks(cache, searches, tmp_path, monk
     root = tmp_path / "s"
     monkeypatch.setattr(imp, "train_masked", dies_at_level_1)
     with pytest.raises(RuntimeError, match="killed"):
-        search(cache, cfg("magnitude-global"), root, progress=False)
+        search(cache, root, cfg("magnitude-global"), progress=False)
     assert (paths.level_dir(root, 1) / paths.MASK).exists() and not (paths.level_dir(root, 1) / paths.LAST).exists()
     monkeypatch.setattr(imp, "train_masked", real)
-    search(cache, cfg("magnitude-global"), root, resume=True, progress=False)
+    search(cache, root, cfg("magnitude-global"), resume=True, progress=False)
     full = searches["magnitude-global"]
     for a, b in zip(masks(root), masks(full), strict=True):
         assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
@@ -145,9 +155,9 @@ def test_search_resume_gives_bit_identical_masks(cache, searches, tmp_path, monk
 
 def test_search_refuses_other_settings_on_resume_and_a_nonempty_out(cache, searches):
     with pytest.raises(UserError, match="other settings"):
-        search(cache, cfg("magnitude-global", rate=0.5), searches["magnitude-global"], resume=True, progress=False)
+        search(cache, searches["magnitude-global"], cfg("magnitude-global", rate=0.5), resume=True, progress=False)
     with pytest.raises(UserError, match="--overwrite"):
-        search(cache, cfg("magnitude-global"), searches["magnitude-global"], progress=False)
+        search(cache, searches["magnitude-global"], cfg("magnitude-global"), progress=False)
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -158,7 +168,7 @@ def test_search_option_errors(cache, tmp_path, bad, match):
     kw = dict(criterion="magnitude-global")
     kw.update(bad)
     with pytest.raises(UserError, match=match):
-        search(cache, cfg(**kw), tmp_path / "s", progress=False)
+        search(cache, tmp_path / "s", cfg(**kw), progress=False)
     assert not (tmp_path / "s").exists()
 
 
@@ -167,8 +177,8 @@ def test_layer_collapse_is_refused():
     m = Mask.ones(model, C.prunable_names(model))
     w = dict(model.named_parameters())
     with pytest.raises(UserError, match="below one filter"):
-        C.magnitude_global(w, m, 1e-5)
-    res = C.magnitude_layerwise(w, m, 1e-5)
+        magnitude_global(w, m, 1e-5)
+    res = magnitude_layerwise(w, m, 1e-5)
     for k in res.mask.weight_keys():
         assert int(res.mask[k].sum()) >= res.mask[k][0].numel()
     assert res.notes and "floor" in res.notes[0]
@@ -176,9 +186,8 @@ def test_layer_collapse_is_refused():
 
 @pytest.mark.parametrize("rewind", ["step:2", "epoch:1"])
 def test_late_rewinding_saves_the_rewind_point(cache, tmp_path, rewind):
-    c = cfg("magnitude-global", levels=2, rewind=rewind)
-    c.train.epochs = 2
-    search(cache, c, tmp_path / "s", progress=False)
+    c = cfg("magnitude-global", levels=2, rewind=rewind, train=tiny_train_config(epochs=2))
+    search(cache, tmp_path / "s", c, progress=False)
     rw = torch.load(paths.level_dir(tmp_path / "s", 0) / paths.REWIND, weights_only=True)
     start = torch.load(tmp_path / "s" / "start.pt", weights_only=True)
     final = torch.load(paths.level_dir(tmp_path / "s", 0) / paths.FINAL, weights_only=True)
@@ -188,11 +197,11 @@ def test_late_rewinding_saves_the_rewind_point(cache, tmp_path, rewind):
 
 def test_rewind_point_beyond_level_0_is_refused(cache, tmp_path):
     with pytest.raises(UserError, match="--rewind epoch:3"):
-        search(cache, cfg("magnitude-global", levels=2, rewind="epoch:3"), tmp_path / "s", progress=False)
+        search(cache, tmp_path / "s", cfg("magnitude-global", levels=2, rewind="epoch:3"), progress=False)
 
 
 def test_rewind_init_starts_every_level_from_one_random_init(cache, tmp_path):
-    search(cache, cfg("magnitude-global", levels=2, rewind="init"), tmp_path / "s", progress=False)
+    search(cache, tmp_path / "s", cfg("magnitude-global", levels=2, rewind="init"), progress=False)
     init = torch.load(tmp_path / "s" / "init.pt", weights_only=True)
     torch.manual_seed(0)
     fresh = build_model("fcrn_tiny").state_dict()  # the seed's random initialisation

@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_train_config
+from helpers import tiny_finetune_config, tiny_train_config
 
 from edgeticket import paths
 from edgeticket.errors import DivergenceError, UserError
 from edgeticket.models import build_model
-from edgeticket.tickets.criteria import prunable_names
+from edgeticket.tickets.criteria.common import prunable_names
 from edgeticket.tickets.mask import Mask
 from edgeticket.train.evaluate import mean_depth_baseline
 from edgeticket.train.finetune import finetune
@@ -113,7 +113,7 @@ def test_metrics_do_not_depend_on_the_batch_size():
 # -- trainer --------------------------------------------------------------------------------------
 
 def _meta(prepared, arch="fcrn_tiny"):
-    from edgeticket.train.finetune import run_meta
+    from edgeticket.train.run import run_meta
 
     return run_meta(arch, prepared)
 
@@ -236,12 +236,13 @@ def test_divergence_guard_names_the_step_and_keeps_the_checkpoint(prepared, tmp_
 
 def test_finetune_beats_the_mean_depth_baseline(synth_dir, tmp_path):
     cfg = tiny_train_config(epochs=12, batch_size=4, lr=0.02)
-    res = finetune(synth_dir, "fcrn_tiny", tmp_path / "ft", cfg, pretrained="none", input_size=(48, 64),
-                   val_fraction=0.15, progress=False)
+    res = finetune(synth_dir, tmp_path / "ft", tiny_finetune_config(cfg, input_size=(48, 64), val_fraction=0.15), progress=False)
+    from edgeticket.data.config import DataConfig
     from edgeticket.data.dataset import PreparedData
     from edgeticket.data.prepare import resolve_data
 
-    base = mean_depth_baseline(PreparedData(resolve_data(synth_dir, (48, 64), 0.15)), "val")
+    base = mean_depth_baseline(PreparedData(resolve_data(synth_dir, DataConfig(input_size=(48, 64), val_fraction=0.15))),
+                               "val")
     assert res.val["rmse"] < base["rmse"], (res.val, base)
     metrics = json.loads((tmp_path / "ft" / paths.METRICS).read_text())
     assert set(METRIC_KEYS) <= set(metrics["val"]) and set(METRIC_KEYS) <= set(metrics["test"])
@@ -255,7 +256,7 @@ def test_nonempty_out_is_refused_without_resume_or_overwrite(cache, tmp_path):
     out.mkdir()
     (out / "something").write_text("x")
     with pytest.raises(UserError, match="--overwrite"):
-        finetune(cache, "fcrn_tiny", out, tiny_train_config(epochs=1), pretrained="none", progress=False)
+        finetune(cache, out, tiny_finetune_config(tiny_train_config(epochs=1)), progress=False)
     assert (out / "something").read_text() == "x"
 
 
@@ -263,25 +264,21 @@ def test_mask_that_does_not_fit_lists_mismatches(cache, tmp_path):
     model = build_model("fcrn_resnet18")
     mask = Mask.ones(model, prunable_names(model))
     with pytest.raises(UserError, match="does not fit this model") as e:
-        finetune(cache, "fcrn_tiny", tmp_path / "ft", tiny_train_config(epochs=1), pretrained="none", mask=mask,
-                 progress=False)
+        finetune(cache, tmp_path / "ft", tiny_finetune_config(tiny_train_config(epochs=1)), mask=mask, progress=False)
     assert "has shape" in str(e.value)
 
 
 def test_resume_with_other_settings_is_refused_but_a_lower_lr_is_allowed(cache, tmp_path):
-    finetune(cache, "fcrn_tiny", tmp_path / "ft", tiny_train_config(epochs=2), pretrained="none", progress=False)
+    finetune(cache, tmp_path / "ft", tiny_finetune_config(tiny_train_config(epochs=2)), progress=False)
     with pytest.raises(UserError, match=r"other settings \(batch_size\)"):
-        finetune(cache, "fcrn_tiny", tmp_path / "ft", tiny_train_config(epochs=2, batch_size=2), pretrained="none",
-                 resume=True, progress=False)
-    finetune(cache, "fcrn_tiny", tmp_path / "ft", tiny_train_config(epochs=2, lr=0.001), pretrained="none",
-             resume=True, progress=False)
+        finetune(cache, tmp_path / "ft", tiny_finetune_config(tiny_train_config(epochs=2, batch_size=2)), resume=True, progress=False)
+    finetune(cache, tmp_path / "ft", tiny_finetune_config(tiny_train_config(epochs=2, lr=0.001)), resume=True, progress=False)
 
 
 def test_resume_with_another_arch_is_refused(cache, tmp_path):
-    finetune(cache, "fcrn_tiny", tmp_path / "ft", tiny_train_config(epochs=1), pretrained="none", progress=False)
+    finetune(cache, tmp_path / "ft", tiny_finetune_config(tiny_train_config(epochs=1)), progress=False)
     with pytest.raises(UserError, match="checkpoint is for 'fcrn_tiny'"):
-        finetune(cache, "fcrn_resnet18", tmp_path / "ft", tiny_train_config(epochs=1), pretrained="none",
-                 resume=True, progress=False)
+        finetune(cache, tmp_path / "ft", tiny_finetune_config(tiny_train_config(epochs=1), arch="fcrn_resnet18"), resume=True, progress=False)
 
 
 # -- data parallel ------------------------------------------------------------------------------
@@ -290,7 +287,7 @@ def _ddp_worker(rank: int, root: str, cache: str) -> None:
     import torch.distributed as dist
 
     from edgeticket.data.dataset import PreparedData
-    from edgeticket.train.finetune import run_meta
+    from edgeticket.train.run import run_meta
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous", rank=rank, world_size=2)

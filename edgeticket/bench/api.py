@@ -29,23 +29,15 @@ from pathlib import Path
 
 from edgeticket import paths
 from edgeticket.bench import plots
+from edgeticket.bench.config import BenchConfig
 from edgeticket.bench.evaluate import OnnxModel, evaluate_models, open_model
-from edgeticket.bench.gates import Gate, check_gates, parse_gates
+from edgeticket.bench.gates import check_gates
 from edgeticket.bench.latency import cpu_model, measure, physical_cores
-from edgeticket.data.geometry import format_size
 from edgeticket.errors import UserError
 from edgeticket.fsio import versions, write_json, write_text
 from edgeticket.train.metrics import METRIC_KEYS
 
 SCHEMA = 1
-
-
-def _num(meta: dict, key: str, cast=float):
-    v = meta.get(key)
-    try:
-        return cast(v) if v not in (None, "") else None
-    except ValueError:
-        return None
 
 
 def model_name(path: str) -> str:
@@ -67,35 +59,31 @@ def resolve_provider(name: str) -> str:
     return "CPUExecutionProvider"
 
 
-def bench(models: list[str], baseline: str, data: str | Path, out: str | Path, *, runs: int = 50, warmup: int = 5,
-          batch_size: int = 8, threads: int | None = None, provider: str = "cpu", opt_level: str = "all",
-          gate: str | None = None, input_size: str | None = None, mean: str | None = None, std: str | None = None,
-          limit: int | None = None, search: str | Path | None = None, panel_frames: int = 3, progress: bool = True,
+def bench(models: list[str | Path], baseline: str | Path, data: str | Path, out: str | Path,
+          config: BenchConfig | None = None, *, search: str | Path | None = None, progress: bool = True,
           command: str = "") -> dict:
     """Evaluate and time ``models`` against ``baseline``; write report.{json,md} and plots into ``out``."""
-    if runs < 1:
-        raise UserError(f"--runs {runs}: give at least 1.")
-    if batch_size < 1:
-        raise UserError(f"--batch-size {batch_size}: give at least 1.")
-    if opt_level not in ("disable", "basic", "extended", "all"):
-        raise UserError(f"--opt-level {opt_level!r}: choose disable, basic, extended or all.")
-    gates: list[Gate] = parse_gates(gate)
+    cfg = config or BenchConfig()
+    gates = cfg.gate
     out = Path(out)
     data = Path(data)
     if out.resolve() == data.resolve() or data.resolve() in out.resolve().parents:
         raise UserError(f"--out {out}: is inside the data folder {data}; choose a folder outside it.")
-    threads = threads or physical_cores()
-    prov = resolve_provider(provider)
-    paths_in = [baseline] + [m for m in models if Path(m).resolve() != Path(baseline).resolve()]
-    opened: list[OnnxModel] = [open_model(p, input_size, mean, std, threads, prov, opt_level) for p in paths_in]
+    threads = cfg.threads or physical_cores()
+    cfg = cfg.replace(threads=threads)
+    prov = resolve_provider(cfg.provider)
+    baseline = str(baseline)
+    paths_in = [baseline] + [str(m) for m in models if Path(m).resolve() != Path(baseline).resolve()]
+    opened: list[OnnxModel] = [open_model(p, cfg, prov) for p in paths_in]
     base = opened[0]
     for m in opened[1:]:
         if m.pre.input_size != base.pre.input_size:
-            raise UserError(f"{m.path}: takes {format_size(m.pre.input_size)} but the baseline {base.path} takes "
-                            f"{format_size(base.pre.input_size)}; compare models of one input size.")
+            raise UserError(f"{m.path}: takes {m.pre.input_size} but the baseline {base.path} takes "
+                            f"{base.pre.input_size}; compare models of one input size.")
+    runs, warmup, batch_size = cfg.runs, cfg.warmup, cfg.batch_size
 
-    metrics, panel = evaluate_models(opened, data, batch_size=batch_size, limit=limit, progress=progress,
-                                     keep_frames=panel_frames)
+    metrics, panel = evaluate_models(opened, data, batch_size=batch_size, limit=cfg.limit, progress=progress,
+                                     keep_frames=cfg.panel_frames)
     entries = []
     for m, met in zip(opened, metrics, strict=True):
         lat1 = measure(m.sess, m.pre.input_size, 1, runs, warmup)
@@ -119,7 +107,7 @@ def bench(models: list[str], baseline: str, data: str | Path, out: str | Path, *
         "versions": versions(),
         "onnxruntime": ort.__version__,
         "provider": prov,
-        "graph_optimization": opt_level,
+        "graph_optimization": cfg.opt_level,
         "threads": threads,
         "data": str(data),
         "test_frames": metrics[0].get("n_images", 0),
@@ -135,7 +123,7 @@ def bench(models: list[str], baseline: str, data: str | Path, out: str | Path, *
 
 
 def _entry(m: OnnxModel, met: dict, lat1: dict, latb: dict) -> dict:
-    md = m.metadata
+    c = m.card
     return {
         "path": m.path,
         "name": model_name(m.path),
@@ -144,12 +132,12 @@ def _entry(m: OnnxModel, met: dict, lat1: dict, latb: dict) -> dict:
         "latency_ms": {k: lat1[k] for k in ("p50", "p90", "mean", "min")},
         "latency": {"batch1": lat1, f"batch{latb['batch']}": latb},
         "throughput_img_s": {"batch1": lat1["images_per_s"], f"batch{latb['batch']}": latb["images_per_s"]},
-        "size": {"bytes": m.bytes, "params": _num(md, "params", int), "macs": _num(md, "macs", int),
-                 "sparsity_unstructured": _num(md, "sparsity_unstructured"),
-                 "sparsity_structural": _num(md, "sparsity_structural")},
-        "info": {"arch": md.get("arch"), "level": md.get("level"), "criterion": md.get("criterion"),
-                 "branch": md.get("branch"), "precision": md.get("precision", "fp32"),
-                 "preprocess": {"input_size": format_size(m.pre.input_size), "mean": m.pre.mean, "std": m.pre.std,
+        "size": {"bytes": m.bytes, "params": c and c.params, "macs": c and c.macs,
+                 "sparsity_unstructured": c and c.sparsity_unstructured,
+                 "sparsity_structural": c and c.sparsity_structural},
+        "info": {"arch": c and c.arch, "level": c and c.level, "criterion": c and c.criterion,
+                 "branch": c and c.branch, "precision": c.precision if c else "fp32",
+                 "preprocess": {"input_size": str(m.pre.input_size), "mean": m.pre.mean, "std": m.pre.std,
                                 "from": m.pre.source}},
     }
 

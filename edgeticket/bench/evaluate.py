@@ -14,17 +14,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgeticket.bench.config import BenchConfig
 from edgeticket.data.augment import to_input
-from edgeticket.data.geometry import format_size, parse_size, resize_rgb
+from edgeticket.data.geometry import resize_rgb
 from edgeticket.data.nyu import open_with_split
 from edgeticket.errors import UserError
 from edgeticket.export.onnx_export import ort_session, read_metadata, run_ort
+from edgeticket.hparams import InputSize
+from edgeticket.models.card import ModelCard
 from edgeticket.train.metrics import MetricAccumulator, upsample_to
 
 
 @dataclass
 class Preprocess:
-    input_size: tuple[int, int]
+    input_size: InputSize
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     source: str  # "metadata" or "flags"
@@ -33,7 +36,7 @@ class Preprocess:
 @dataclass
 class OnnxModel:
     path: str  # as given on the command line
-    metadata: dict[str, str]
+    card: ModelCard | None  # None for a model without edgeticket metadata
     pre: Preprocess
     bytes: int
     sess: object = field(repr=False, default=None)
@@ -45,47 +48,36 @@ class OnnxModel:
         return np.concatenate([run_ort(self.sess, x[i:i + 1]) for i in range(len(x))])
 
 
-def _floats(text: str, option: str) -> tuple[float, float, float]:
-    try:
-        vals = tuple(float(v) for v in str(text).split(","))
-    except ValueError:
-        vals = ()
-    if len(vals) != 3:
-        raise UserError(f"{option} {text!r}: give three comma-separated numbers, e.g. 0.485,0.456,0.406.")
-    return vals  # type: ignore[return-value]
-
-
-def open_model(path: str, input_size: str | None = None, mean: str | None = None, std: str | None = None,
-               threads: int | None = None, provider: str = "CPUExecutionProvider", opt_level: str = "all") -> OnnxModel:
-    """Open an ONNX file; preprocessing from its metadata, or from the flags for a model without it."""
+def open_model(path: str, cfg: BenchConfig, provider: str = "CPUExecutionProvider") -> OnnxModel:
+    """Open an ONNX file; preprocessing from its model card, or from the flags for a model without one."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{path}: no such ONNX file.")
     try:
         meta = read_metadata(p)
-        sess = ort_session(p, threads, provider, opt_level)
+        sess = ort_session(p, cfg.threads, provider, cfg.opt_level)
     except Exception as e:  # onnxruntime raises its own exception types for a bad file
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{path}: not a loadable ONNX model ({msg[:160]}).") from None
-    if {"input_size", "mean", "std"} <= meta.keys():
-        pre = Preprocess(parse_size(meta["input_size"], f"{path} metadata input_size"),
-                         _floats(meta["mean"], f"{path} metadata mean"), _floats(meta["std"], f"{path} metadata std"),
-                         "metadata")
+    card = ModelCard.from_onnx_props(meta, f"{path}")
+    if card is not None:
+        pre = Preprocess(card.input_size, card.mean, card.std, "metadata")
     else:
-        missing = [f for f, v in (("--input-size", input_size), ("--mean", mean), ("--std", std)) if v is None]
+        missing = [f for f, v in (("--input-size", cfg.input_size), ("--mean", cfg.mean), ("--std", cfg.std))
+                   if v is None]
         if missing:
             raise UserError(f"{path}: has no edgeticket metadata; pass {', '.join(missing)} "
                             "(e.g. --input-size 228x304 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225).")
-        pre = Preprocess(parse_size(input_size), _floats(mean, "--mean"), _floats(std, "--std"), "flags")
+        pre = Preprocess(cfg.input_size, cfg.mean, cfg.std, "flags")
     shape = sess.get_inputs()[0].shape
     if len(shape) != 4:
         raise UserError(f"{path}: takes a {len(shape)}-D input; edgeticket feeds NCHW images.")
-    if all(isinstance(d, int) for d in shape[2:]) and tuple(shape[2:]) != pre.input_size:
-        raise UserError(f"{path}: its input is {shape[2]}x{shape[3]} but its preprocessing says {format_size(pre.input_size)}.")
+    if all(isinstance(d, int) for d in shape[2:]) and tuple(shape[2:]) != tuple(pre.input_size):
+        raise UserError(f"{path}: its input is {shape[2]}x{shape[3]} but its preprocessing says {pre.input_size}.")
     fixed = shape[0] if isinstance(shape[0], int) else None
     if fixed is not None and fixed != 1:
         raise UserError(f"{path}: takes a fixed batch of {fixed}; export it with a dynamic batch (or batch 1) to bench it.")
-    return OnnxModel(path, meta, pre, p.stat().st_size, sess, fixed)
+    return OnnxModel(path, card, pre, p.stat().st_size, sess, fixed)
 
 
 def evaluate_models(models: list[OnnxModel], data: str | Path, batch_size: int = 8, limit: int | None = None,

@@ -34,19 +34,39 @@ class Gate:
         return OPS[self.op](actual, self.value)
 
 
-def parse_gates(text: str | None) -> list[Gate]:
-    if not text:
-        return []
-    gates = []
-    for part in text.split(","):
-        m = _GATE.match(part)
-        if not m:
-            raise UserError(f"--gate {part.strip()!r}: write KEY<=VALUE (or >=, <, >), e.g. delta1_drop<=0.01,speedup>=2.")
-        key, op, value = m.group(1), m.group(2), float(m.group(3))
-        if key not in KEYS:
-            raise UserError(f"--gate {part.strip()!r}: unknown key {key!r}; use one of {', '.join(KEYS)}.")
-        gates.append(Gate(key, op, value))
-    return gates
+class Gates(tuple):
+    """The parsed ``--gate`` value: Gate objects, AND-ed; ``str()`` gives the text back."""
+
+    @classmethod
+    def parse(cls, text: str | Gates) -> Gates:
+        if isinstance(text, Gates):
+            return text
+        if not isinstance(text, str):
+            raise ValueError("write KEY<=VALUE, e.g. delta1_drop<=0.01,speedup>=2")
+        gates = []
+        for part in text.split(",") if text.strip() else []:
+            m = _GATE.match(part)
+            if not m:
+                raise ValueError(f"{part.strip()!r}: write KEY<=VALUE (or >=, <, >), e.g. delta1_drop<=0.01,speedup>=2")
+            key, op, value = m.group(1), m.group(2), float(m.group(3))
+            if key not in KEYS:
+                raise ValueError(f"unknown key {key!r}; use one of {', '.join(KEYS)}")
+            gates.append(Gate(key, op, value))
+        return cls(gates)
+
+    def __str__(self) -> str:
+        return ",".join(map(str, self))
+
+    def to_json(self) -> str:
+        return str(self)
+
+
+def parse_gates(text: str | None) -> Gates:
+    """``--gate`` text -> Gates; a bad gate is a UserError naming it."""
+    try:
+        return Gates.parse(text or "")
+    except ValueError as e:
+        raise UserError(f"--gate {text!r}: {e}.") from None
 
 
 def gate_value(key: str, vs_baseline: dict) -> float:

@@ -18,6 +18,7 @@ import torch
 from edgeticket.data.prepare import CACHE_META, SPLITS
 from edgeticket.errors import UserError
 from edgeticket.fsio import read_json
+from edgeticket.hparams import InputSize
 
 
 @dataclass
@@ -44,7 +45,7 @@ class PreparedData:
         if not (self.root / CACHE_META).is_file():
             raise UserError(f"--data {self.root}: not a prepared cache (no {CACHE_META}); run `edgeticket data prepare`.")
         self.meta = read_json(self.root / CACHE_META)
-        self.input_size = tuple(self.meta["input_size"])
+        self.input_size = InputSize(*self.meta["input_size"])
 
     def count(self, split: str) -> int:
         return int(self.meta["counts"][split])
@@ -76,21 +77,3 @@ class PreparedData:
                 rgb = torch.from_numpy(f["rgb"][s:e]).permute(0, 3, 1, 2).contiguous()
                 gt = torch.from_numpy(f["depth_full"][s:e])[:, None]
                 yield rgb, gt
-
-
-def batch_order(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool = True,
-                rank: int = 0, world: int = 1) -> list[torch.Tensor]:
-    """The epoch's batches of indices, from (seed, epoch) alone, so a resumed run repeats them.
-
-    With several ranks each takes every world-th index of the shuffled order (as
-    DistributedSampler does), padded by wrapping so all ranks run the same number of steps.
-    """
-    g = torch.Generator().manual_seed(int(seed) * 100003 + int(epoch))
-    perm = torch.randperm(n, generator=g)
-    if world > 1:
-        per_rank = -(-n // world)
-        perm = torch.cat([perm, perm[: per_rank * world - n]])[rank::world]
-    if drop_last and len(perm) >= batch_size:
-        usable = len(perm) - len(perm) % batch_size
-        perm = perm[:usable]
-    return list(perm.split(batch_size))

@@ -6,33 +6,13 @@ aspect, so a prediction maps back onto the 480x640 ground truth by plain upsampl
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgeticket.errors import UserError
+from edgeticket.hparams import InputSize
 
-DEFAULT_INPUT_SIZE = (228, 304)
-
-
-def parse_size(text: str | tuple[int, int] | list[int], option: str = "--input-size") -> tuple[int, int]:
-    """'228x304' -> (228, 304): height by width, each at least 16."""
-    if isinstance(text, tuple | list):
-        h, w = (int(v) for v in text)
-    else:
-        m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
-        if not m:
-            raise UserError(f"{option} {text!r}: write HEIGHTxWIDTH, e.g. 228x304.")
-        h, w = int(m.group(1)), int(m.group(2))
-    if h < 16 or w < 16:
-        raise UserError(f"{option} {text!r}: height and width must each be at least 16 pixels.")
-    return h, w
-
-
-def format_size(size: tuple[int, int]) -> str:
-    return f"{size[0]}x{size[1]}"
+DEFAULT_INPUT_SIZE = InputSize(228, 304)  # Laina et al.'s input: the 480x640 frame halved, 3:4 kept
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:

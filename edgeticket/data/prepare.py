@@ -18,13 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeticket.data.geometry import DEFAULT_INPUT_SIZE, format_size, resize_depth, resize_rgb
+from edgeticket import paths
+from edgeticket.data.config import DataConfig
+from edgeticket.data.geometry import DEFAULT_INPUT_SIZE, resize_depth, resize_rgb
 from edgeticket.data.nyu import FRAME_H, FRAME_W, open_with_split
 from edgeticket.errors import UserError
 from edgeticket.fsio import read_json, sha256_remembered, short_hash, versions, write_json
+from edgeticket.hparams import InputSize
 
-CACHE_META = "cache.json"
-CACHE_DIRNAME = ".edgeticket-cache"
+CACHE_META = paths.CACHE_META
+CACHE_DIRNAME = paths.CACHE_DIRNAME
 SPLITS = ("train", "val", "test")
 CACHE_FORMAT = 1
 
@@ -35,7 +38,7 @@ def is_cache(path: Path) -> bool:
 
 def hash_store(folder: Path) -> Path:
     """Where a data folder's remembered file hashes live (shared by fetch and prepare)."""
-    return Path(folder) / CACHE_DIRNAME / "hashes.json"
+    return Path(folder) / CACHE_DIRNAME / paths.HASHES
 
 
 def source_hashes(files: list[Path]) -> dict[str, str]:
@@ -49,22 +52,27 @@ def source_hashes(files: list[Path]) -> dict[str, str]:
     return {p.name: h for p, h in sha256_remembered(files, hash_store(files[0].parent)).items()}
 
 
-def cache_key(input_size: tuple[int, int], hashes: dict[str, str], val_fraction: float, seed: int) -> str:
+def cache_key(input_size: InputSize, hashes: dict[str, str], val_fraction: float, seed: int) -> str:
     parts = [f"{k}={v}" for k, v in sorted(hashes.items())] + [f"val={val_fraction}", f"seed={seed}", f"v{CACHE_FORMAT}"]
-    return f"{format_size(input_size)}-{short_hash(*parts)}"
+    return f"{InputSize(*input_size)}-{short_hash(*parts)}"
 
 
 def prepare(
     src: str | Path,
     out: str | Path,
-    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
-    val_fraction: float = 0.1,
-    seed: int = 0,
+    config: DataConfig | None = None,
+    *,
     progress: bool = True,
     overwrite: bool = False,
     _hashes: dict[str, str] | None = None,
 ) -> Path:
-    """Convert a dataset folder (official .mat or nyu2 PNGs) into a training cache at ``out``."""
+    """Convert a dataset folder (official .mat or nyu2 PNGs) into a training cache at ``out``.
+
+    ``config.input_size`` defaults to 228x304; the validation carve is ``config.val_fraction``
+    of the train frames, drawn with ``config.split_seed``.
+    """
+    cfg = config or DataConfig()
+    input_size, val_fraction, seed = cfg.input_size or DEFAULT_INPUT_SIZE, cfg.val_fraction, cfg.split_seed
     src, out = Path(src), Path(out)
     source, split = open_with_split(src, val_fraction, seed)
     try:
@@ -166,26 +174,34 @@ def source_name(source) -> str:
     return str(getattr(source, "path", getattr(source, "folder", source)))
 
 
-def resolve_data(
-    path: str | Path,
-    input_size: tuple[int, int] | None = None,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    progress: bool = True,
-) -> Path:
-    """Return a prepared cache for ``path``: the cache itself, or ``DIR/.edgeticket-cache/<H>x<W>-<hash>/``."""
+def effective_input_size(path: str | Path, config: DataConfig) -> InputSize:
+    """The input size a run on ``path`` will have: the config's, else a cache's own, else 228x304."""
+    if config.input_size is not None:
+        return config.input_size
+    if is_cache(Path(path)):
+        return InputSize(*read_json(Path(path) / CACHE_META)["input_size"])
+    return DEFAULT_INPUT_SIZE
+
+
+def resolve_data(path: str | Path, config: DataConfig | None = None, *, progress: bool = True) -> Path:
+    """Return a prepared cache for ``path``: the cache itself, or ``DIR/.edgeticket-cache/<H>x<W>-<hash>/``.
+
+    ``config.input_size`` None means the data's: a cache's own size, 228x304 for a dataset folder.
+    """
+    cfg = config or DataConfig()
     path = Path(path)
     if not path.exists():
         raise UserError(f"--data {path}: no such file or folder.")
     if is_cache(path):
         meta = read_json(path / CACHE_META)
-        if input_size is not None and tuple(meta["input_size"]) != tuple(input_size):
+        if cfg.input_size is not None and tuple(meta["input_size"]) != tuple(cfg.input_size):
             raise UserError(
-                f"--data {path}: this cache is {format_size(tuple(meta['input_size']))}, not {format_size(input_size)}; "
-                "pass the dataset folder or a cache of that size."
+                f"--data {path}: this cache is {InputSize(*meta['input_size'])}, not {cfg.input_size}; "
+                "pass the dataset folder or a cache of that size (or leave --input-size out)."
             )
         return path
-    size = tuple(input_size or DEFAULT_INPUT_SIZE)
+    size = cfg.input_size or DEFAULT_INPUT_SIZE
+    val_fraction, seed = cfg.val_fraction, cfg.split_seed
     source, _ = open_with_split(path, val_fraction, seed)
     hashes = source_hashes(source.source_files())
     source.close()
@@ -199,7 +215,7 @@ def resolve_data(
             return out
         if out.exists():
             shutil.rmtree(out)  # an interrupted earlier prepare: its files are incomplete by definition
-        return prepare(path, out, size, val_fraction, seed, progress=progress, _hashes=hashes)
+        return prepare(path, out, cfg.replace(input_size=size), progress=progress, _hashes=hashes)
 
 
 @contextlib.contextmanager
@@ -207,7 +223,7 @@ def _lock(folder: Path):
     import fcntl
 
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as fh:
+    with open(folder / paths.LOCK, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

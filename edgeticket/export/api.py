@@ -12,15 +12,19 @@ import torch
 
 from edgeticket import __version__, paths
 from edgeticket.data.augment import to_input
+from edgeticket.data.config import DataConfig
 from edgeticket.data.dataset import PreparedData
 from edgeticket.data.prepare import is_cache, resolve_data
 from edgeticket.errors import UserError
 from edgeticket.export.compact import ParityError, check_compaction, compact, relative_error
+from edgeticket.export.config import ExportConfig
 from edgeticket.export.fold import fold_batchnorm
 from edgeticket.export.onnx_export import export_onnx, ort_session, run_ort
 from edgeticket.export.quantize import calibration_images, quantize_int8
 from edgeticket.fsio import dir_is_nonempty, save_torch, sha256_file, versions, write_json
+from edgeticket.hparams import InputSize
 from edgeticket.models.adapt import layer_widths
+from edgeticket.models.card import ModelCard
 from edgeticket.models.macs import count_macs, count_params
 from edgeticket.models.store import load_model_dir
 from edgeticket.tickets.mask import Mask
@@ -32,10 +36,10 @@ NO_GAIN_NOTE = ("unstructured sparsity: compaction removes only whole dead chann
                 "{removed} of them; ONNX Runtime runs the remaining zeros at dense speed, so expect no speed-up.")
 
 
-def open_export_data(src_meta: dict, data: str | Path | None, input_size: tuple[int, int], progress: bool) -> tuple[PreparedData | None, str]:
+def open_export_data(src_meta: dict, data: str | Path | None, input_size: InputSize, progress: bool) -> tuple[PreparedData | None, str]:
     """The data for parity, calibration and drift: ``--data``, else what meta.json recorded."""
     if data is not None:
-        return PreparedData(resolve_data(data, input_size, progress=progress)), str(data)
+        return PreparedData(resolve_data(data, DataConfig(input_size=input_size), progress=progress)), str(data)
     rec = src_meta.get("data") or {}
     for cand in (rec.get("cache"), rec.get("source")):
         if not cand:
@@ -47,7 +51,7 @@ def open_export_data(src_meta: dict, data: str | Path | None, input_size: tuple[
                 if tuple(d.input_size) == tuple(input_size):
                     return d, str(p)
             elif p.exists():
-                return PreparedData(resolve_data(p, input_size, progress=progress)), str(p)
+                return PreparedData(resolve_data(p, DataConfig(input_size=input_size), progress=progress)), str(p)
         except UserError:
             continue
     return None, ""
@@ -71,10 +75,15 @@ def onnx_metrics(sess, data: PreparedData, split: str, mean, std, batch_size: in
                        limit=limit)
 
 
-def export(src: str | Path, out: str | Path, *, compact_model: bool | None = None, int8: bool = False,
-           data: str | Path | None = None, calib_images: int = 64, calib_stride: int = 8, simplify: bool = False,
+def export(src: str | Path, out: str | Path, config: ExportConfig | None = None, *, data: str | Path | None = None,
            overwrite: bool = False, progress: bool = True) -> dict:
-    """Export a finetune output or a search level/branch directory to ``out/model.onnx``."""
+    """Export a finetune output or a search level/branch directory to ``out/model.onnx``.
+
+    ``data`` (a dataset folder or cache) feeds parity, calibration and drift; by default the
+    data the source was trained on, as its meta.json records.
+    """
+    cfg = config or ExportConfig()
+    compact_model, int8 = cfg.compact, cfg.int8
     src, out = Path(src), Path(out)
     t0 = time.perf_counter()
     model, meta = load_model_dir(src)
@@ -85,9 +94,9 @@ def export(src: str | Path, out: str | Path, *, compact_model: bool | None = Non
         mask.apply_(model)
     if dir_is_nonempty(out) and not overwrite and (out / paths.ONNX).exists():
         raise UserError(f"--out {out}: already holds an export; pass --overwrite or another --out.")
-    size = tuple(meta["input_size"])
+    size = InputSize(*meta["input_size"])
     mean, std = tuple(meta["mean"]), tuple(meta["std"])
-    channel_ticket = mask is not None and any(v.dim() == 1 for v in mask.values())
+    channel_ticket = mask is not None and mask.is_channel_ticket
     if compact_model is None:
         compact_model = channel_ticket
     prepared, data_origin = open_export_data(meta, data, size, progress)
@@ -123,21 +132,16 @@ def export(src: str | Path, out: str | Path, *, compact_model: bool | None = Non
     sparsity_u = mask.sparsity() if mask is not None else 0.0
     sparsity_s = 1.0 - conv_after / conv_before
     source_sha = sha256_file(src / paths.MODEL)
-    metadata = {
-        "input_size": f"{size[0]}x{size[1]}", "layout": "NCHW",
-        "mean": ",".join(f"{v:g}" for v in mean), "std": ",".join(f"{v:g}" for v in std),
-        "output_units": "metres", "arch": meta["arch"], "macs": str(macs_after), "params": str(params_after),
-        "sparsity_unstructured": f"{sparsity_u:.6f}", "sparsity_structural": f"{sparsity_s:.6f}",
-        "level": "" if meta.get("level") is None else str(meta["level"]),
-        "criterion": meta.get("criterion") or "", "branch": meta.get("branch") or "",
-        "version": __version__, "source_sha256": source_sha,
-    }
+    card = ModelCard(input_size=size, mean=mean, std=std, arch=meta["arch"], macs=macs_after, params=params_after,
+                     sparsity_unstructured=sparsity_u, sparsity_structural=sparsity_s, level=meta.get("level"),
+                     criterion=meta.get("criterion") or "", branch=meta.get("branch") or "", version=__version__,
+                     source_sha256=source_sha)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / paths.ONNX
     staged = out / f".{paths.ONNX}.staged.tmp"  # becomes model.onnx only once it passes parity
     try:
-        export_onnx(folded, staged, size, metadata)
-        if simplify:
+        export_onnx(folded, staged, size, card.to_onnx_props())
+        if cfg.simplify:
             notes.append(_simplify(staged, folded, inputs))
         parity = _ort_parity(staged, model, inputs)
     except BaseException:
@@ -153,7 +157,7 @@ def export(src: str | Path, out: str | Path, *, compact_model: bool | None = Non
     sess = ort_session(onnx_path)
     report.update({
         "onnx": str(onnx_path), "onnx_bytes": onnx_path.stat().st_size, "opset": 18, "parity": parity,
-        "metadata": metadata,
+        "metadata": card.to_onnx_props(),
         "before": {"macs": macs_before, "params": params_before},
         "after": {"macs": macs_after, "params": params_after},
         "macs_ratio": macs_after / macs_before, "params_ratio": params_after / params_before,
@@ -161,7 +165,7 @@ def export(src: str | Path, out: str | Path, *, compact_model: bool | None = Non
         "sparsity_unstructured": sparsity_u, "sparsity_structural": sparsity_s,
     })
     if int8:
-        report["int8"] = _int8(onnx_path, out / paths.ONNX_INT8, prepared, size, mean, std, calib_images, calib_stride, sess)
+        report["int8"] = _int8(onnx_path, out / paths.ONNX_INT8, prepared, card, cfg, sess)
     report["notes"] = notes
     report["seconds"] = round(time.perf_counter() - t0, 2)
     report["versions"] = versions()
@@ -189,9 +193,11 @@ def widths_report_from(before: dict[str, list[int]], after: dict[str, list[int]]
     return {k: [before[k][1], after[k][1]] for k in before if k in after and before[k][1] != after[k][1]}
 
 
-def _int8(fp32: Path, path: Path, data: PreparedData, size, mean, std, n: int, stride: int, fp32_sess) -> dict:
-    images = calibration_images(data, n, size, mean, std)
-    settings = quantize_int8(fp32, path, images, stride=stride)
+def _int8(fp32: Path, path: Path, data: PreparedData, card: ModelCard, cfg: ExportConfig, fp32_sess) -> dict:
+    mean, std = card.mean, card.std
+    images = calibration_images(data, cfg.calib_images, card.input_size, mean, std)
+    settings = quantize_int8(fp32, path, images, card.replace(precision="int8-qdq").to_onnx_props(),
+                             stride=cfg.calib_stride)
     q = ort_session(path)
     drift = {"split": "val" if data.count("val") else "test"}
     split = drift["split"]

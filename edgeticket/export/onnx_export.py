@@ -20,14 +20,10 @@ from edgeticket.fsio import atomic_path
 
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "depth"
-META_KEYS = (
-    "input_size", "layout", "mean", "std", "output_units", "arch", "macs", "params",
-    "sparsity_unstructured", "sparsity_structural", "level", "criterion", "branch", "version", "source_sha256",
-)
 
 
 def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int], metadata: dict[str, str]) -> None:
-    """Export ``model`` (eval, CPU, fp32) to ``path`` atomically and attach ``edgeticket.*`` metadata."""
+    """Export ``model`` (eval, CPU, fp32) to ``path`` atomically with ``metadata`` (``ModelCard.to_onnx_props()``)."""
     import onnx
 
     model = model.cpu().eval()
@@ -64,20 +60,20 @@ class _quiet:
 
 
 def set_metadata(proto, metadata: dict[str, str]) -> None:
+    """Replace the model's ``metadata_props`` with ``metadata`` (full keys)."""
     del proto.metadata_props[:]
     for k, v in metadata.items():
         entry = proto.metadata_props.add()
-        entry.key = f"edgeticket.{k}"
+        entry.key = k
         entry.value = str(v)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The ``edgeticket.*`` metadata of an ONNX file, keys without the prefix."""
+    """The ONNX file's ``metadata_props`` (full keys); ``ModelCard.from_onnx_props`` reads them."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return {k.removeprefix("edgeticket."): v for k, v in sess.get_modelmeta().custom_metadata_map.items()
-            if k.startswith("edgeticket.")}
+    return dict(sess.get_modelmeta().custom_metadata_map)
 
 
 def ort_session(path: str | Path, threads: int | None = None, provider: str = "CPUExecutionProvider",

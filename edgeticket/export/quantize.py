@@ -19,8 +19,8 @@ import torch
 
 from edgeticket.data.augment import to_input
 from edgeticket.data.dataset import PreparedData
-from edgeticket.data.geometry import format_size
 from edgeticket.errors import UserError
+from edgeticket.export.onnx_export import set_metadata
 from edgeticket.fsio import atomic_path
 
 try:
@@ -55,8 +55,8 @@ def calibration_images(data: PreparedData, n: int, input_size: tuple[int, int], 
     """``n`` training images (a seeded sample), preprocessed as the model expects."""
     if tuple(data.input_size) != tuple(input_size):
         raise UserError(
-            f"--data {data.root}: calibration images are {format_size(tuple(data.input_size))} but the model takes "
-            f"{format_size(tuple(input_size))}; pass data prepared at the model's input size."
+            f"--data {data.root}: calibration images are {data.input_size} but the model takes "
+            f"{input_size}; pass data prepared at the model's input size."
         )
     train = data.load("train")
     if len(train) == 0:
@@ -74,9 +74,11 @@ def vnni_available() -> bool:
     return "vnni" in flags or "aarch64" in os.uname().machine
 
 
-def quantize_int8(fp32_path: str | Path, out_path: str | Path, images: np.ndarray, stride: int = 8,
-                  per_channel: bool = True, reduce_range: bool | None = None, input_name: str = "input") -> dict:
-    """Write a QDQ INT8 copy of ``fp32_path`` to ``out_path`` (atomically); return its settings."""
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, images: np.ndarray, metadata: dict[str, str],
+                  stride: int = 8, per_channel: bool = True, reduce_range: bool | None = None,
+                  input_name: str = "input") -> dict:
+    """Write a QDQ INT8 copy of ``fp32_path`` to ``out_path`` (atomically), its ``metadata_props``
+    set to ``metadata``; return its settings."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -96,11 +98,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, images: np.ndarra
             extra_options={"CalibStridedMinMax": stride},
         )
         proto = onnx.load(str(q))
-        src = onnx.load(str(fp32_path), load_external_data=False)
-        del proto.metadata_props[:]
-        proto.metadata_props.extend(src.metadata_props)
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = "edgeticket.precision", "int8-qdq"
+        set_metadata(proto, metadata)
         with atomic_path(out_path) as tmp:
             onnx.save_model(proto, str(tmp))
     settings = {"format": "QDQ", "per_channel": per_channel, "activations": "QUInt8", "weights": "QInt8",

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from edgeticket.data.geometry import DEFAULT_INPUT_SIZE
 from edgeticket.errors import UserError
+from edgeticket.hparams import InputSize
 from edgeticket.models.fcrn import FCRN, ResNetEncoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -26,7 +28,7 @@ class ModelRecord:
     width: int
     decoder_widths: tuple[int, int, int, int, int]
     torchvision_arch: str | None  # the ImageNet ResNet whose weights fit the encoder
-    input_size: tuple[int, int] = (228, 304)
+    input_size: InputSize = DEFAULT_INPUT_SIZE
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     macs: int = 0  # one image at input_size, fast decoder; see tests/test_models.py

@@ -1,46 +1,143 @@
-"""Baselines as branches of a finished search level (open_lth's idea).
+"""Baselines as branches of a finished search level (open_lth's ``Branch`` subclasses).
 
 Each branch writes ``DIR/level_NN/branch_<name>/``, a level directory like any other, trained
-the same way as the level it branches from:
-- ``random_s<seed>``: random pruning at the level's sparsity (per layer, or global), one per seed;
+the same way as the level it branches from. A branch is a class with a ``name``, registered
+with ``@register_branch``; the built-in ones:
+- ``random`` (``random_s<seed>``): random pruning at the level's sparsity (per layer, or global),
+  one per seed; per group for channel tickets, so their latency compares fairly;
 - ``reverse``: the complement at the same sparsity;
 - ``reinit``: the level's mask on a fresh random initialisation;
-- ``oneshot_<S>``: one-shot magnitude pruning of level 0's trained weights to sparsity S;
+- ``oneshot`` (``oneshot_<S>``): one-shot pruning of level 0's trained weights to sparsity S,
+  by the search's criterion;
 - ``refill``: an unstructured ticket turned into a channel ticket (IMP-Refill, group-aware).
-Channel tickets get channel baselines (random and reverse channels per group), so their
-latency compares fairly.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from edgeticket import paths
-from edgeticket.data.dataset import PreparedData
 from edgeticket.errors import UserError
-from edgeticket.fsio import load_torch, read_json
+from edgeticket.fsio import load_torch
 from edgeticket.models.registry import build_model
-from edgeticket.tickets import criteria as C
-from edgeticket.tickets.imp import SearchConfig, SearchContext, train_masked
+from edgeticket.tickets import baselines as B
+from edgeticket.tickets.config import BranchConfig
+from edgeticket.tickets.context import SearchContext, open_search
+from edgeticket.tickets.imp import train_masked
 from edgeticket.tickets.mask import Mask
-from edgeticket.train.trainer import resolve_device
+from edgeticket.train.run import DEFAULT_DEVICE
 
-BRANCHES = ("random", "reverse", "reinit", "oneshot", "refill")
+BranchMasks = list[tuple[str, Mask, dict]]  # (branch name, mask, extra meta) per branch to train
 
 
-def open_search(root: str | Path, device: str | None = "cpu", progress: bool = True) -> SearchContext:
-    root = Path(root)
-    saved = root / paths.SEARCH
-    if not saved.exists():
-        raise UserError(f"{root}: no {paths.SEARCH}; pass the --out folder of an `edgeticket search`.")
-    info = read_json(saved)
-    cfg = SearchConfig.from_json(info["config"])
-    cache = Path(info.get("cache", ""))
-    if not (cache / "cache.json").exists():
-        raise UserError(f"{saved}: its data cache {cache} is gone; rerun the search's data preparation.")
-    return SearchContext(root, cfg, PreparedData(cache), resolve_device(device), progress)
+class Branch:
+    """Base class: ``masks`` says what to train; ``start_weights`` where training starts."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def masks(self, ctx: SearchContext, level: int, ticket: Mask, cfg: BranchConfig) -> BranchMasks:
+        raise NotImplementedError
+
+    def start_weights(self, ctx: SearchContext, level: int) -> dict[str, torch.Tensor]:
+        return ctx.rewind_weights()
+
+    def criterion(self, ctx: SearchContext) -> str:
+        """What the branch's meta.json calls its criterion."""
+        return "channel" if ctx.channel else ctx.cfg.criterion
+
+
+_BRANCHES: dict[str, type[Branch]] = {}
+
+
+def register_branch(cls: type[Branch]) -> type[Branch]:
+    if not cls.name or (cls.name in _BRANCHES and _BRANCHES[cls.name] is not cls):
+        raise ValueError(f"{cls.__name__}: a branch needs a name of its own")
+    _BRANCHES[cls.name] = cls
+    return cls
+
+
+def branch_names() -> tuple[str, ...]:
+    return tuple(_BRANCHES)
+
+
+def get_branch(name: str) -> Branch:
+    if name not in _BRANCHES:
+        raise UserError(f"branch {name!r}: choose one of {', '.join(_BRANCHES)}.")
+    return _BRANCHES[name]()
+
+
+def _final_weights(ctx: SearchContext, level: int) -> dict[str, torch.Tensor]:
+    return load_torch(paths.level_dir(ctx.root, level) / paths.FINAL, what="weights")
+
+
+@register_branch
+class RandomBranch(Branch):
+    name = "random"
+    description = "random pruning at the ticket's per-layer (or global) counts"
+
+    def masks(self, ctx, level, ticket, cfg):
+        groups = ctx.groups if ctx.channel else None
+        per_layer = not cfg.global_draw
+        return [(paths.branch_name("random", s), B.random_like(ticket, 1000 + s, per_layer, groups),
+                 {"seed": s, "per_layer": per_layer}) for s in range(cfg.seeds)]
+
+
+@register_branch
+class ReverseBranch(Branch):
+    name = "reverse"
+    description = "the complement of the ticket at the same counts"
+
+    def masks(self, ctx, level, ticket, cfg):
+        groups = ctx.groups if ctx.channel else None
+        return [("reverse", B.reverse_of(ticket, _final_weights(ctx, level), groups), {})]
+
+
+@register_branch
+class ReinitBranch(Branch):
+    name = "reinit"
+    description = "the ticket's mask on a fresh random initialisation"
+
+    def masks(self, ctx, level, ticket, cfg):
+        return [("reinit", ticket, {})]
+
+    def start_weights(self, ctx, level):
+        """A fresh random initialisation, seeded by the search's seed and the level."""
+        torch.manual_seed(ctx.cfg.train.seed * 1000 + 17 + level)
+        return build_model(ctx.cfg.model.arch).state_dict()
+
+
+@register_branch
+class OneshotBranch(Branch):
+    name = "oneshot"
+    description = "one-shot pruning of the dense trained weights to --sparsity"
+
+    def masks(self, ctx, level, ticket, cfg):
+        if cfg.sparsity is None:
+            raise UserError("--sparsity: one-shot pruning needs a target sparsity in (0, 1).")
+        level0 = finished_level(ctx, 0)
+        w0, m0 = load_torch(level0 / paths.FINAL, what="weights"), Mask.load(level0 / paths.MASK)
+        res = ctx.criterion.prune(w0, m0, 1 - cfg.sparsity, ctx.prune_context())
+        return [(f"oneshot_{cfg.sparsity:.3f}", res.mask, {"oneshot_sparsity": cfg.sparsity, "notes": res.notes})]
+
+
+@register_branch
+class RefillBranch(Branch):
+    name = "refill"
+    description = "an unstructured ticket refilled into whole channels (IMP-Refill)"
+
+    def masks(self, ctx, level, ticket, cfg):
+        if ctx.channel:
+            raise UserError(f"--level {level}: this search's tickets are already channel tickets; refill turns "
+                            "unstructured ones into channels.")
+        mask, used = B.refill(ticket, _final_weights(ctx, level), ctx.groups, cfg.budget, ctx.cfg.round_to)
+        return [("refill", mask, {"refill_budget": used, "refill_from_sparsity": ticket.sparsity()})]
+
+    def criterion(self, ctx):
+        return "channel"
 
 
 def finished_level(ctx: SearchContext, level: int) -> Path:
@@ -50,49 +147,18 @@ def finished_level(ctx: SearchContext, level: int) -> Path:
     return folder
 
 
-def branch_masks(ctx: SearchContext, level: int, kind: str, *, seeds: int = 3, per_layer: bool = True,
-                 sparsity: float | None = None, budget: float | None = None) -> list[tuple[str, Mask, dict]]:
-    """(branch name, mask, extra meta) for each branch to run."""
-    if kind not in BRANCHES:
-        raise UserError(f"branch {kind!r}: choose one of {', '.join(BRANCHES)}.")
-    folder = finished_level(ctx, level)
-    ticket = Mask.load(folder / paths.MASK)
-    groups = ctx.groups if ctx.channel else None
-    if kind == "random":
-        if seeds < 1:
-            raise UserError(f"--seeds {seeds}: give at least 1.")
-        return [(f"random_s{s}", C.random_like(ticket, 1000 + s, per_layer, groups), {"seed": s, "per_layer": per_layer})
-                for s in range(seeds)]
-    if kind == "reverse":
-        return [("reverse", C.reverse_of(ticket, load_torch(folder / paths.FINAL, what="weights"), groups), {})]
-    if kind == "reinit":
-        return [("reinit", ticket, {})]
-    if kind == "oneshot":
-        if sparsity is None or not 0 < sparsity < 1:
-            raise UserError(f"--sparsity {sparsity}: one-shot pruning needs a sparsity in (0, 1).")
-        level0 = finished_level(ctx, 0)
-        w0, m0 = load_torch(level0 / paths.FINAL, what="weights"), Mask.load(level0 / paths.MASK)
-        if ctx.cfg.criterion == "magnitude-global":
-            res = C.magnitude_global(w0, m0, 1 - sparsity)
-        elif ctx.cfg.criterion == "magnitude-layerwise":
-            res = C.magnitude_layerwise(w0, m0, 1 - sparsity)
-        else:
-            res = C.prune_channels(w0, m0, ctx.groups, 1 - sparsity, ctx.cfg.round_to)
-        return [(f"oneshot_{sparsity:.3f}", res.mask, {"oneshot_sparsity": sparsity, "notes": res.notes})]
-    if ctx.channel:
-        raise UserError(f"--level {level}: this search's tickets are already channel tickets; refill turns unstructured ones into channels.")
-    mask, used = C.refill(ticket, load_torch(folder / paths.FINAL, what="weights"), ctx.groups, budget, ctx.cfg.round_to)
-    return [("refill", mask, {"refill_budget": used, "refill_from_sparsity": ticket.sparsity()})]
-
-
-def run_branches(root: str | Path, level: int, kind: str, *, seeds: int = 3, per_layer: bool = True,
-                 sparsity: float | None = None, budget: float | None = None, device: str | None = "cpu",
+def run_branches(root: str | Path, kind: str, config: BranchConfig, *, device: str = DEFAULT_DEVICE,
                  progress: bool = True) -> list[dict]:
-    """Create and train the branches (a finished branch is skipped; a killed one resumes)."""
+    """Create and train the ``kind`` branches of ``config.level`` (a finished branch is skipped;
+    a killed one resumes); then rewrite the search's summary."""
+    from edgeticket.tickets.summary import write_summary
+
+    branch = get_branch(kind)
     ctx = open_search(root, device, progress)
+    level = config.level
+    ticket = Mask.load(finished_level(ctx, level) / paths.MASK)
     results = []
-    for name, mask, extra in branch_masks(ctx, level, kind, seeds=seeds, per_layer=per_layer, sparsity=sparsity,
-                                          budget=budget):
+    for name, mask, extra in branch.masks(ctx, level, ticket, config):
         folder = paths.branch_dir(paths.level_dir(ctx.root, level), name)
         if (folder / paths.SPARSITY).exists():
             results.append({"branch": name, "path": str(folder), "status": "already done"})
@@ -102,19 +168,9 @@ def run_branches(root: str | Path, level: int, kind: str, *, seeds: int = 3, per
             mask = Mask.load(folder / paths.MASK)
         else:
             mask.save(folder / paths.MASK)
-        start = reinit_weights(ctx, level) if kind == "reinit" else ctx.rewind_weights()
-        criterion = "channel" if (kind == "refill" or ctx.channel) else ctx.cfg.criterion
-        meta = ctx.meta(level=level, criterion=criterion, branch=name, rewind=ctx.cfg.rewind,
+        meta = ctx.meta(level=level, criterion=branch.criterion(ctx), branch=name, rewind=str(ctx.cfg.rewind),
                         notes=extra.pop("notes", []), **extra)
-        report = train_masked(ctx, folder, mask, start, meta)
+        report = train_masked(ctx, folder, mask, branch.start_weights(ctx, level), meta)
         results.append({"branch": name, "path": str(folder), "status": "trained", "sparsity": report["total"]["sparsity"]})
-    from edgeticket.tickets.summary import write_summary
-
     write_summary(ctx.root)
     return results
-
-
-def reinit_weights(ctx: SearchContext, level: int) -> dict[str, torch.Tensor]:
-    """A fresh random initialisation, seeded by the search's seed and the level."""
-    torch.manual_seed(ctx.cfg.train.seed * 1000 + 17 + level)
-    return build_model(ctx.cfg.arch).state_dict()

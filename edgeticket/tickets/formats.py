@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
+from edgeticket import paths
 from edgeticket.errors import UserError
-from edgeticket.fsio import load_torch
+from edgeticket.fsio import load_torch, sha256_file, versions, write_json
 from edgeticket.models.registry import build_model
 from edgeticket.tickets.mask import Mask
 
@@ -49,7 +50,7 @@ def read_mask_entries(path: str | Path, allow_pickle: bool = False) -> dict[str,
     return out
 
 
-def import_ticket(path: str | Path, arch: str, allow_pickle: bool = False) -> tuple[Mask, list[str]]:
+def read_ticket(path: str | Path, arch: str, allow_pickle: bool = False) -> tuple[Mask, list[str]]:
     """The FCRN mask for an ImageNet ResNet ticket; every misfit is an error naming its key."""
     path = Path(path)
     entries = read_mask_entries(path, allow_pickle)
@@ -75,3 +76,18 @@ def import_ticket(path: str | Path, arch: str, allow_pickle: bool = False) -> tu
         raise UserError(f"{path}: has no mask for {missing[0].removeprefix('encoder.')}"
                         f"{f' and {len(missing) - 1} more layers' if len(missing) > 1 else ''}; the ticket is incomplete.")
     return mask, notes
+
+
+def import_ticket(path: str | Path, out: str | Path, *, arch: str = "fcrn_resnet50",
+                  allow_pickle: bool = False) -> tuple[Mask, list[str]]:
+    """Import a published ImageNet ticket into the folder ``out``: ``mask.pt``, ``meta.json``
+    (where it came from, its sha256) and ``sparsity.json``; ``out`` can then be passed to
+    ``finetune(mask=Mask.load(out))`` or ``edgeticket finetune --mask``."""
+    path, out = Path(path), Path(out)
+    mask, notes = read_ticket(path, arch, allow_pickle)
+    mask.save(out / paths.MASK)
+    write_json(out / paths.META, {"arch": arch, "criterion": "imported", "level": None, "branch": "",
+                                  "imported_from": str(path), "source_sha256": sha256_file(path), "notes": notes,
+                                  "versions": versions()})
+    write_json(out / paths.SPARSITY, mask.report())
+    return Mask.load(out / paths.MASK), notes

@@ -64,7 +64,13 @@ class Mask(dict):
         return out
 
     def save(self, path: str | Path) -> None:
+        """The one writer of ``mask.pt``: a plain dict of bool tensors, written atomically."""
         save_torch(path, {k: v.clone() for k, v in self.items()})
+
+    @property
+    def is_channel_ticket(self) -> bool:
+        """True when the mask holds BN entries: it masks whole channels, which compaction removes."""
+        return any(v.dim() == 1 for v in self.values())
 
     # -- checks ---------------------------------------------------------------------------
     def check_fits(self, model: nn.Module, source: str | None = None) -> None:
@@ -149,14 +155,14 @@ class Mask(dict):
         return all(not (self[k] & ~other[k]).any() for k in self if k in other)
 
 
-def describe_ticket(mask_src: str | Path, mask: Mask) -> dict:
+def describe_ticket(mask: Mask) -> dict:
     """What a ticket carries into a model's meta.json: its origin, level, criterion and sparsity."""
     from edgeticket.fsio import read_json
 
-    mask_src = Path(mask_src)
-    folder = mask_src if mask_src.is_dir() else mask_src.parent
+    mask_src = Path(mask.source)
+    folder = mask_src.parent if mask_src.is_file() else None  # a mask built in memory has no folder
     src_meta = {}
-    if (folder / paths.META).exists():
+    if folder is not None and (folder / paths.META).exists():
         try:
             src_meta = read_json(folder / paths.META)
         except ValueError:

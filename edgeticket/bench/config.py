@@ -1,0 +1,31 @@
+"""How to bench: latency runs, threads and provider, the gates, and preprocessing for foreign models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeticket.bench.gates import Gates
+from edgeticket.hparams import Hparams, InputSize, hfield, parse_input_size
+from edgeticket.models.card import RGB, parse_rgb
+
+
+@dataclass
+class BenchConfig(Hparams):
+    section = "bench"
+
+    runs: int = hfield(50, help="Timed runs per model (after warm-up).", low=1, high=100_000)
+    warmup: int = hfield(5, help="Warm-up runs.", low=0, high=100_000)
+    batch_size: int = hfield(8, help="Batch for accuracy and the second latency figure.", low=1, high=1024)
+    threads: int | None = hfield(None, help="Intra-op threads (default: physical cores).", low=1, high=1024)
+    provider: str = hfield("cpu", help="cpu or cuda (CUDAExecutionProvider when present).", choices=("cpu", "cuda"))
+    opt_level: str = hfield("all", help="ORT graph optimisation: disable, basic, extended, all.",
+                            choices=("disable", "basic", "extended", "all"))
+    gate: Gates = hfield(Gates(), help='e.g. "delta1_drop<=0.01,speedup>=2": exit 1 when a model fails.',
+                         parse=Gates.parse)
+    input_size: InputSize | None = hfield(None, help="For models without metadata: HEIGHTxWIDTH.",
+                                          parse=parse_input_size)
+    mean: RGB | None = hfield(None, help="For models without metadata: r,g,b.", parse=parse_rgb)
+    std: RGB | None = hfield(None, help="For models without metadata: r,g,b (each > 0).",
+                             parse=lambda t: parse_rgb(t, positive=True))
+    limit: int | None = hfield(None, help="Evaluate only the first N test frames.", low=1)
+    panel_frames: int = hfield(3, help="Test frames in predictions.png.", low=0, high=64)

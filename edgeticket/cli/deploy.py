@@ -1,0 +1,134 @@
+"""``edgeticket export``, ``bench``, ``pipeline`` and ``demo``: from a trained model to a verdict."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgeticket.bench.config import BenchConfig
+from edgeticket.cli.common import Overwrite, Quiet, console, handled, progress_enabled
+from edgeticket.cli.options import config_options
+from edgeticket.export.config import ExportConfig
+
+
+@handled
+@config_options(export_cfg=ExportConfig)
+def export(
+    src: Annotated[Path, typer.Argument(help="A finetune output or a search level/branch directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for model.onnx, model.int8.onnx, export.json.")],
+    onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (the only format).")] = True,
+    data: Annotated[Path | None, typer.Option("--data", help="Data for parity, calibration and INT8 drift (default: the data in SRC's meta.json).")] = None,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    *,
+    export_cfg: ExportConfig,
+):
+    """Compact a ticket structurally, fold BN, export ONNX with metadata, check parity, optionally INT8."""
+    from edgeticket.errors import UserError
+    from edgeticket.export.api import export as run
+
+    if not onnx:
+        raise UserError("--no-onnx: ONNX is the only export format.")
+    r = run(src, out, export_cfg, data=data, overwrite=overwrite, progress=progress_enabled(quiet))
+    b, a = r["before"], r["after"]
+    typer.echo(f"{r['onnx']}: {b['macs'] / 1e9:.3f} -> {a['macs'] / 1e9:.3f} GMACs ({r['macs_ratio']:.3f}x), "
+               f"{b['params'] / 1e6:.2f} -> {a['params'] / 1e6:.2f} M params; "
+               f"ORT parity {max(v['max_rel'] for v in r['parity'].values()):.1e} relative")
+    if "int8" in r:
+        d = r["int8"]["drift"].get("delta", {})
+        typer.echo(f"{r['int8']['path']}: INT8 drift on {r['int8']['drift']['split']}: "
+                   + ", ".join(f"{k} {v:+.4f}" for k, v in d.items() if k in ("delta1", "rmse", "abs_rel")))
+    for n in r["notes"]:
+        typer.echo(f"note: {n}")
+
+
+@handled
+@config_options(bench_cfg=BenchConfig)
+def bench(
+    models: Annotated[list[Path], typer.Argument(help="ONNX models to evaluate (the baseline is added).")],
+    data: Annotated[Path, typer.Option("--data", help="A dataset folder: ground truth is read at full resolution.")],
+    baseline: Annotated[Path, typer.Option("--baseline", help="The dense model every figure is set against.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.json, report.md and the plots.")],
+    search_dir: Annotated[Path | None, typer.Option("--search", help="A search folder: plot its sparsity against δ1 with the branches.")] = None,
+    quiet: Quiet = False,
+    *,
+    bench_cfg: BenchConfig,
+):
+    """Evaluate ONNX models with ONNX Runtime on the test split and time them, against the dense model."""
+    from edgeticket import paths
+    from edgeticket.bench.api import bench as run
+    from edgeticket.bench.api import failed_gates
+
+    command = "edgeticket " + " ".join(sys.argv[1:])
+    report = run(models, baseline, data, out, bench_cfg, search=search_dir, progress=progress_enabled(quiet),
+                 command=command)
+    print_bench_table(report)
+    typer.echo(f"report: {Path(out) / paths.REPORT_MD}")
+    for p in report["plots"]:
+        typer.echo(f"plot: {p}")
+    failed = failed_gates(report)
+    if failed:
+        for f in failed:
+            typer.echo(f"gate failed: {f}", err=True)
+        raise typer.Exit(1)
+
+
+def print_bench_table(report: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"ONNX Runtime {report['onnxruntime']}, {report['threads']} threads, {report['test_frames']} test frames")
+    for c in ("model", "δ1", "Δδ1", "rmse", "Δrmse", "p50 ms", "speedup", "GMACs", "MB"):
+        t.add_column(c, justify="left" if c == "model" else "right")
+    for e in report["models"]:
+        d, s = e["vs_baseline"]["metrics_delta"], e["size"]
+        t.add_row(e["name"] + (" (baseline)" if e["baseline"] else ""), f"{e['metrics']['delta1']:.4f}",
+                  f"{d['delta1']:+.4f}", f"{e['metrics']['rmse']:.4f}", f"{d['rmse']:+.4f}",
+                  f"{e['latency_ms']['p50']:.1f}", f"{e['vs_baseline']['speedup']:.2f}x",
+                  "–" if s["macs"] is None else f"{s['macs'] / 1e9:.3f}", f"{s['bytes'] / 1e6:.2f}")
+    console().print(t)
+
+
+PipelineDevice = Annotated[str | None, typer.Option("--device", help="Override the config's [run] device.")]
+
+
+@handled
+def pipeline(
+    config: Annotated[Path, typer.Argument(help="A pipeline TOML (see edgeticket/presets/).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Run folder (default: [run] out of the config).")] = None,
+    device: PipelineDevice = None,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+):
+    """Run the whole chain from a config; finished stages are skipped on rerun, an interrupted one continues."""
+    _run_pipeline(config, out, device, overwrite, quiet)
+
+
+@handled
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("runs/demo"),
+    preset: Annotated[str, typer.Option("--preset", help="demo (CPU, minutes) or nyu-fcrn50 (GPU, the full recipe).")] = "demo",
+    device: PipelineDevice = None,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+):
+    """The whole story on synthetic rooms: data, dense model, IMP searches, baselines, best ticket, export, bench."""
+    from edgeticket.pipeline import preset_path
+
+    _run_pipeline(preset_path(preset), out, device, overwrite, quiet)
+
+
+def _run_pipeline(config: Path, out: Path | None, device: str | None, overwrite: bool, quiet: bool) -> None:
+    from edgeticket.fsio import read_json
+    from edgeticket.pipeline import run_pipeline
+
+    state = run_pipeline(config, out, device=device, overwrite=overwrite, progress=progress_enabled(quiet),
+                         log=lambda m: typer.echo(m, err=True))
+    bench_info = state["stages"]["bench"]
+    report = read_json(Path(bench_info["report"]).with_suffix(".json"))
+    print_bench_table(report)
+    typer.echo(f"report: {bench_info['report']}")
+    for p in bench_info["plots"]:
+        typer.echo(f"plot: {p}")

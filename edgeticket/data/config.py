@@ -1,0 +1,49 @@
+"""Which frames and at what size: the data stage's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeticket.hparams import Hparams, InputSize, hfield, parse_input_size
+
+_PANEL = "Data"
+
+
+@dataclass
+class DataConfig(Hparams):
+    """How a dataset folder becomes a training cache: input size and the validation carve."""
+
+    section = "data"
+
+    input_size: InputSize | None = hfield(
+        None, help="HEIGHTxWIDTH of the model input, e.g. 228x304 (default: the data's: a prepared cache's size, "
+        "or 228x304 for a dataset folder).", parse=parse_input_size, panel=_PANEL)
+    val_fraction: float = hfield(0.1, help="Fraction of the train frames held out for validation.", low=0, high=1,
+                                 high_open=True, panel=_PANEL)
+    split_seed: int = hfield(0, help="Seed of the validation carve; apart from --seed, so that runs of several "
+                             "seeds are validated on the same frames.", low=0, high=2**31 - 1, panel=_PANEL)
+
+
+def _synth_presets() -> tuple[str, ...]:
+    from edgeticket.data.synth import PRESETS
+
+    return tuple(PRESETS)
+
+
+@dataclass
+class SynthConfig(Hparams):
+    """The synthetic rooms: how many, from which seed."""
+
+    section = "synth"
+
+    n: int | None = hfield(None, help="Number of frames (default: the preset's).", low=8, high=65_535)
+    preset: str = hfield("nyu", help="small (64 frames) or nyu (1,449 frames, as many as NYU's labeled set).",
+                         choices=_synth_presets)
+    seed: int = hfield(0, help="Seed; the same seed gives the same frames.", low=0, high=2**31 - 1)
+    workers: int | None = hfield(None, help="Render processes (default: all cores).", low=1, high=1024)
+
+    @property
+    def frames(self) -> int:
+        from edgeticket.data.synth import PRESETS
+
+        return self.n if self.n is not None else PRESETS[self.preset]
