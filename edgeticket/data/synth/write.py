@@ -1,0 +1,141 @@
+"""Writing a synthetic set: n rooms in NYU Depth v2's official files, with a seeded split.
+
+``write_synthetic`` renders frames 0..n-1 (in worker processes, streamed into the file in
+order) into ``nyu_depth_v2_labeled.mat`` and writes ``splits.mat`` beside it, so the real
+readers in ``edgeticket.data.nyu`` read the set unchanged.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from edgeticket.data.nyu import FRAME_H, FRAME_W, LABELED_FILE
+from edgeticket.data.splits import OFFICIAL_FRAMES, SPLITS_FILE, write_splits_mat
+from edgeticket.data.synth.shade import render_frame, render_frames
+from edgeticket.data.synth.streams import SPLIT_TAG, frame_rng
+from edgeticket.errors import UserError
+from edgeticket.fsio import atomic_path
+from edgeticket.progress import track
+
+PRESETS: dict[str, int] = {"small": 64, "nyu": OFFICIAL_FRAMES}
+MIN_FRAMES = 8
+MAX_FRAMES = 65535  # splits.mat holds 1-based indices as uint16
+TRAIN_FRACTION = 795 / 1449  # the official split's share of train frames
+MAT73_USERBLOCK = 512
+
+
+def synthetic_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """0-based (train, test): the official split's share (~55%) of train, permuted by seed."""
+    n_train = min(max(int(round(n * TRAIN_FRACTION)), 1), n - 1)
+    perm = np.random.default_rng([int(seed), SPLIT_TAG]).permutation(n)
+    return np.sort(perm[:n_train]), np.sort(perm[n_train:])
+
+
+def write_synthetic(
+    out: Path, n: int, seed: int = 0, progress: bool = True, workers: int | None = None
+) -> dict:
+    """Render n rooms into ``out`` as ``nyu_depth_v2_labeled.mat`` plus ``splits.mat``.
+
+    Frames stream from the workers into the file as they are rendered. The .mat is written to
+    a temporary file and renamed into place last, so a killed run never leaves a partial one.
+    """
+    out = Path(out)
+    n = _checked_n(n)
+    if int(seed) < 0:
+        raise UserError(f"--seed {seed}: give a seed >= 0.")
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if int(workers) < 1:
+        raise UserError(f"--workers {workers}: give at least 1 worker process.")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: is a file; pass a folder to write the synthetic dataset into.")
+    workers = min(int(workers), n)
+    train, test = synthetic_split(n, seed)
+    start = time.perf_counter()
+    with atomic_path(out / LABELED_FILE) as tmp:
+        _write_labeled(tmp, n, int(seed), progress, workers)
+        write_splits_mat(out / SPLITS_FILE, train, test)
+    seconds = time.perf_counter() - start
+    return {
+        "path": str(out),
+        "n": n,
+        "n_train": int(len(train)),
+        "n_test": int(len(test)),
+        "seed": int(seed),
+        "workers": workers,
+        "seconds": round(seconds, 3),
+        "frames_per_s": round(n / seconds, 3) if seconds > 0 else float("inf"),
+    }
+
+
+def mat73_header(created: str | None = None) -> bytes:
+    """The 512-byte user block MATLAB puts in front of a v7.3 (HDF5) MAT-file."""
+    created = created or time.strftime("%a %b %d %H:%M:%S %Y")
+    text = f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: {created} HDF5 schema 1.00 ."
+    head = text.encode("ascii")[:116].ljust(116, b" ")
+    # bytes 116-123: no subsystem data; 124-127: version 0x0200 and the 'IM' endian mark
+    return head + b"\x00" * 8 + b"\x00\x02IM" + b"\x00" * (MAT73_USERBLOCK - 128)
+
+
+def _checked_n(n: int) -> int:
+    if int(n) != n or not MIN_FRAMES <= n <= MAX_FRAMES:
+        raise UserError(
+            f"--n {n}: give a whole number of frames from {MIN_FRAMES} to {MAX_FRAMES}, "
+            "so that both train and test get frames."
+        )
+    return int(n)
+
+
+def _write_labeled(tmp: Path, n: int, seed: int, progress: bool, workers: int) -> None:
+    import h5py
+
+    with h5py.File(tmp, "w", userblock_size=MAT73_USERBLOCK) as f:
+        # chunked per frame, stored as MATLAB shows (N, 3, W, H) and (N, W, H) to h5py
+        image_shape, depth_shape = (3, FRAME_W, FRAME_H), (FRAME_W, FRAME_H)
+        images = f.create_dataset(
+            "images", shape=(n, *image_shape), dtype=np.uint8, chunks=(1, *image_shape)
+        )
+        depths = f.create_dataset(
+            "depths", shape=(n, *depth_shape), dtype=np.float32, chunks=(1, *depth_shape)
+        )
+        images.attrs["MATLAB_class"] = np.bytes_(b"uint8")
+        depths.attrs["MATLAB_class"] = np.bytes_(b"single")
+        frames = _frames(n, seed, workers)
+        frames = track(frames, "rendering rooms", total=n, enabled=progress)
+        for i, (rgb, depth) in enumerate(frames):
+            images[i] = rgb.transpose(2, 1, 0)
+            depths[i] = depth.T
+    with open(tmp, "r+b") as f:
+        f.write(mat73_header())
+
+
+def _render_job(seed: int, i: int) -> tuple[np.ndarray, np.ndarray]:
+    return render_frame(frame_rng(seed, i))
+
+
+def _frames(n: int, seed: int, workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Frames in order; with workers > 1, at most 2 per worker are in flight at a time."""
+    if workers <= 1:
+        yield from render_frames(n, seed)
+        return
+    # spawn, not fork: the caller may hold torch's thread pools, which do not survive a fork
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        pending: deque = deque()
+        nxt = 0
+        while nxt < n and len(pending) < 2 * workers:
+            pending.append(pool.apply_async(_render_job, (seed, nxt)))
+            nxt += 1
+        while pending:
+            frame = pending.popleft().get()
+            if nxt < n:
+                pending.append(pool.apply_async(_render_job, (seed, nxt)))
+                nxt += 1
+            yield frame
