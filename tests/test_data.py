@@ -13,7 +13,14 @@ from PIL import Image
 from edgeticket.data.augment import AugmentConfig, AugmentParams, augment, sample_params, to_input
 from edgeticket.data.dataset import PreparedData
 from edgeticket.data.geometry import parse_size, resize_depth, resize_rgb
-from edgeticket.data.nyu import LABELED_FILE, LabeledMat, Nyu2Folder, open_source, open_with_split
+from edgeticket.data.nyu import (
+    LABELED_FILE,
+    LabeledMat,
+    Nyu2Folder,
+    open_source,
+    open_with_split,
+    write_labeled_mat,
+)
 from edgeticket.data.prepare import CACHE_DIRNAME, prepare, resolve_data
 from edgeticket.data.splits import (
     official_split,
@@ -25,23 +32,24 @@ from edgeticket.errors import UserError
 from edgeticket.fsio import sha256_file
 
 
-def write_mat(path, images=None, depths=None, n=3, header=True, userblock=512, **extra):
-    """A labeled .mat as MATLAB writes it: HDF5 behind a 512-byte header, H and W swapped."""
-    rng = np.random.default_rng(0)
-    if images is None:
-        images = rng.integers(0, 255, (n, 3, 640, 480), dtype=np.uint8)
-    if depths is None:
-        depths = rng.uniform(0.5, 9.5, (n, 640, 480)).astype(np.float32)
-    with h5py.File(path, "w", userblock_size=userblock) as f:
-        if images is not False:
-            f.create_dataset("images", data=images)
-        if depths is not False:
-            f.create_dataset("depths", data=depths)
-        for k, v in extra.items():
-            f.create_dataset(k, data=v)
-    if header:
-        with open(path, "r+b") as fh:
-            fh.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 .".ljust(116))
+def random_frames(n: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), rng.uniform(0.5, 9.5, (480, 640)).astype(np.float32))
+            for _ in range(n)]
+
+
+def write_mat(path, images=None, depths=None, n=3, frames=None):
+    """A labeled .mat by the real writer, of ``frames`` or n random ones. ``images`` or ``depths``
+    then replace that dataset, as h5py shows it (False drops it): the malformed files to refuse."""
+    frames = random_frames(n) if frames is None else frames
+    write_labeled_mat(path, frames, len(frames))
+    broken = {name: data for name, data in (("images", images), ("depths", depths)) if data is not None}
+    if broken:
+        with h5py.File(path, "r+") as f:
+            for name, data in broken.items():
+                del f[name]
+                if data is not False:
+                    f.create_dataset(name, data=data)
     return path
 
 
@@ -51,8 +59,16 @@ def test_labeled_reader_orientation_units_and_header(tmp_path):
     rgb = np.zeros((480, 640, 3), np.uint8)
     rgb[:10, :, 0] = 255  # a red band along the top rows
     depth = np.tile(np.linspace(1, 9, 640, dtype=np.float32), (480, 1))  # depth grows to the right
-    write_mat(tmp_path / LABELED_FILE, images=rgb.transpose(2, 1, 0)[None], depths=depth.T[None])
-    assert (tmp_path / LABELED_FILE).read_bytes()[:10] == b"MATLAB 7.3"
+    write_mat(tmp_path / LABELED_FILE, frames=[(rgb, depth)])
+    head = (tmp_path / LABELED_FILE).read_bytes()[:512]
+    assert head.startswith(b"MATLAB 7.3 MAT-file") and head[124:128] == b"\x00\x02IM"
+    with h5py.File(tmp_path / LABELED_FILE) as f:  # MATLAB's column-major layout, not the reader's view
+        images, depths = f["images"], f["depths"]
+        assert images.shape == (1, 3, 640, 480) and images.dtype == np.uint8 and images.chunks == (1, 3, 640, 480)
+        assert depths.shape == (1, 640, 480) and depths.dtype == np.float32 and depths.chunks == (1, 640, 480)
+        assert images[0, 0, 320, 0] == 255 and images[0, 0, 320, 200] == 0
+        assert depths[0, -1, 100] == pytest.approx(9)
+        assert images.attrs["MATLAB_class"] == b"uint8" and depths.attrs["MATLAB_class"] == b"single"
     src = open_source(tmp_path)
     assert isinstance(src, LabeledMat) and len(src) == 1
     r, d = src.read(0)
@@ -67,6 +83,18 @@ def test_labeled_reader_reads_lazily(tmp_path, monkeypatch):
     assert isinstance(src.images, h5py.Dataset)  # a handle, not an array in memory
     r, _ = src.read(3)
     assert r.shape == (480, 640, 3)
+
+
+def test_labeled_writer_refuses_a_wrong_stream_and_leaves_no_file(tmp_path):
+    path = tmp_path / LABELED_FILE
+    frames = random_frames(2)
+    with pytest.raises(ValueError, match="ran out after 2 of 3"):
+        write_labeled_mat(path, frames, 3)
+    with pytest.raises(ValueError, match="more frames than the n=1"):
+        write_labeled_mat(path, frames, 1)
+    with pytest.raises(ValueError, match="frame 0 is uint8 \\(640, 480, 3\\)"):
+        write_labeled_mat(path, [(frames[0][0].transpose(1, 0, 2), frames[0][1])], 1)
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary one
 
 
 def test_real_nyu2_sample_frames_orientation_and_units():
@@ -120,10 +148,7 @@ def test_split_precedence(tmp_path):
 
 
 def test_official_split_for_1449_frames_without_a_split_file(tmp_path):
-    # a lazily allocated dataset: 1,449 frames that take no space
-    with h5py.File(tmp_path / LABELED_FILE, "w", userblock_size=512) as f:
-        f.create_dataset("images", (1449, 3, 640, 480), np.uint8, chunks=(1, 3, 640, 480))
-        f.create_dataset("depths", (1449, 640, 480), np.float32, chunks=(1, 640, 480))
+    write_labeled_mat(tmp_path / LABELED_FILE, [], 1449, unwritten_ok=True)  # 1,449 frames in no space
     _, s = open_with_split(tmp_path)
     assert "official" in s.origin and len(s.test) == 654 and len(s.train) + len(s.val) == 795
 

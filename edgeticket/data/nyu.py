@@ -1,23 +1,28 @@
 """Readers for NYU Depth v2: the official labeled .mat (HDF5) and the nyu2 PNG layout.
 
 Both return frames as (HxWx3 uint8 RGB, HxW float32 metres) at 480x640, by index, lazily:
-the 2.8 GB labeled file is never read whole.
+the 2.8 GB labeled file is never read whole. ``write_labeled_mat`` writes the labeled layout
+from such frames, beside the reader that defines it, for the synthetic rooms and the tests.
 """
 
 from __future__ import annotations
 
 import csv
 import re
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from edgeticket.data.splits import Split, resolve_split
 from edgeticket.errors import UserError
+from edgeticket.fsio import atomic_path
 
 LABELED_FILE = "nyu_depth_v2_labeled.mat"
 FRAME_H, FRAME_W = 480, 640
 MAX_DEPTH = 10.0
+MAT73_USERBLOCK = 512
 
 
 class LabeledMat:
@@ -86,6 +91,79 @@ class LabeledMat:
 
     def source_files(self) -> list[Path]:
         return [self.path]
+
+
+def write_labeled_mat(
+    path: str | Path,
+    frames: Iterable[tuple[np.ndarray, np.ndarray]],
+    n: int,
+    *,
+    created: str | None = None,
+    unwritten_ok: bool = False,
+) -> None:
+    """Write ``frames`` into ``path`` as ``nyu_depth_v2_labeled.mat`` holds them, atomically.
+
+    ``frames`` yields n (HxWx3 uint8 RGB, HxW float32 metres) at 480x640. Each is written as it
+    comes, into a chunk of its own (the reader's unit), so a set of any size streams through.
+    The layout is LabeledMat's, with MATLAB's class attributes and its 512-byte v7.3 header,
+    dated ``created`` (default: now). A stream that ends before n frames is an error unless
+    ``unwritten_ok``: the frames not given then take no space (HDF5 allocates no chunk that
+    was never written) and read as zeros, which lets a test fake all 1,449 frames.
+    """
+    import h5py
+
+    if int(n) < 1:
+        raise ValueError(f"write_labeled_mat: n={n}; a labeled file holds at least one frame.")
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", userblock_size=MAT73_USERBLOCK) as f:
+            images, depths = _frame_datasets(f, int(n))
+            written = _write_frames(images, depths, frames)
+        if written < n and not unwritten_ok:
+            raise ValueError(f"write_labeled_mat: the frames ran out after {written} of {n}.")
+        with open(tmp, "r+b") as f:
+            f.write(mat73_header(created))
+
+
+def mat73_header(created: str | None = None) -> bytes:
+    """The 512-byte user block MATLAB puts in front of a v7.3 (HDF5) MAT-file."""
+    created = created or time.strftime("%a %b %d %H:%M:%S %Y")
+    text = f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: {created} HDF5 schema 1.00 ."
+    head = text.encode("ascii")[:116].ljust(116, b" ")
+    # bytes 116-123: no subsystem data; 124-127: version 0x0200 and the 'IM' endian mark
+    return head + b"\x00" * 8 + b"\x00\x02IM" + b"\x00" * (MAT73_USERBLOCK - 128)
+
+
+def _frame_datasets(f, n: int):
+    # chunked per frame, stored as MATLAB shows (N, 3, W, H) and (N, W, H) to h5py
+    image_shape, depth_shape = (3, FRAME_W, FRAME_H), (FRAME_W, FRAME_H)
+    images = f.create_dataset(
+        "images", shape=(n, *image_shape), dtype=np.uint8, chunks=(1, *image_shape)
+    )
+    depths = f.create_dataset(
+        "depths", shape=(n, *depth_shape), dtype=np.float32, chunks=(1, *depth_shape)
+    )
+    images.attrs["MATLAB_class"] = np.bytes_(b"uint8")
+    depths.attrs["MATLAB_class"] = np.bytes_(b"single")
+    return images, depths
+
+
+def _write_frames(images, depths, frames) -> int:
+    """How many frames were written, in order. A frame of another size or type stops here:
+    h5py would cast it, or broadcast it, without a word."""
+    n = images.shape[0]
+    written = 0
+    for rgb, depth in frames:
+        if written == n:
+            raise ValueError(f"write_labeled_mat: more frames than the n={n} the file was made for.")
+        if rgb.shape != (FRAME_H, FRAME_W, 3) or rgb.dtype != np.uint8 or depth.shape != (FRAME_H, FRAME_W):
+            raise ValueError(
+                f"write_labeled_mat: frame {written} is {rgb.dtype} {rgb.shape} RGB with {depth.shape} depth; "
+                f"give ({FRAME_H}, {FRAME_W}, 3) uint8 and ({FRAME_H}, {FRAME_W})."
+            )
+        images[written] = rgb.transpose(2, 1, 0)
+        depths[written] = depth.T
+        written += 1
+    return written
 
 
 _COLOR_RE = re.compile(r"^(\d+)_colors\.png$")

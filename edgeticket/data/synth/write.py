@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeticket.data.nyu import FRAME_H, FRAME_W, LABELED_FILE
+from edgeticket.data.nyu import LABELED_FILE, write_labeled_mat
 from edgeticket.data.splits import OFFICIAL_FRAMES, SPLITS_FILE, write_splits_mat
 from edgeticket.data.synth.shade import render_frame, render_frames
 from edgeticket.data.synth.streams import SPLIT_TAG, frame_rng
@@ -28,7 +28,6 @@ PRESETS: dict[str, int] = {"small": 64, "nyu": OFFICIAL_FRAMES}
 MIN_FRAMES = 8
 MAX_FRAMES = 65535  # splits.mat holds 1-based indices as uint16
 TRAIN_FRACTION = 795 / 1449  # the official split's share of train frames
-MAT73_USERBLOCK = 512
 
 
 def synthetic_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,8 +58,10 @@ def write_synthetic(
     workers = min(int(workers), n)
     train, test = synthetic_split(n, seed)
     start = time.perf_counter()
+    frames = track(_frames(n, int(seed), workers), "rendering rooms", total=n, enabled=progress)
+    # the .mat is renamed into place after splits.mat: a folder that holds it holds its split
     with atomic_path(out / LABELED_FILE) as tmp:
-        _write_labeled(tmp, n, int(seed), progress, workers)
+        write_labeled_mat(tmp, frames, n)
         write_splits_mat(out / SPLITS_FILE, train, test)
     seconds = time.perf_counter() - start
     return {
@@ -75,15 +76,6 @@ def write_synthetic(
     }
 
 
-def mat73_header(created: str | None = None) -> bytes:
-    """The 512-byte user block MATLAB puts in front of a v7.3 (HDF5) MAT-file."""
-    created = created or time.strftime("%a %b %d %H:%M:%S %Y")
-    text = f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: {created} HDF5 schema 1.00 ."
-    head = text.encode("ascii")[:116].ljust(116, b" ")
-    # bytes 116-123: no subsystem data; 124-127: version 0x0200 and the 'IM' endian mark
-    return head + b"\x00" * 8 + b"\x00\x02IM" + b"\x00" * (MAT73_USERBLOCK - 128)
-
-
 def _checked_n(n: int) -> int:
     if int(n) != n or not MIN_FRAMES <= n <= MAX_FRAMES:
         raise UserError(
@@ -91,29 +83,6 @@ def _checked_n(n: int) -> int:
             "so that both train and test get frames."
         )
     return int(n)
-
-
-def _write_labeled(tmp: Path, n: int, seed: int, progress: bool, workers: int) -> None:
-    import h5py
-
-    with h5py.File(tmp, "w", userblock_size=MAT73_USERBLOCK) as f:
-        # chunked per frame, stored as MATLAB shows (N, 3, W, H) and (N, W, H) to h5py
-        image_shape, depth_shape = (3, FRAME_W, FRAME_H), (FRAME_W, FRAME_H)
-        images = f.create_dataset(
-            "images", shape=(n, *image_shape), dtype=np.uint8, chunks=(1, *image_shape)
-        )
-        depths = f.create_dataset(
-            "depths", shape=(n, *depth_shape), dtype=np.float32, chunks=(1, *depth_shape)
-        )
-        images.attrs["MATLAB_class"] = np.bytes_(b"uint8")
-        depths.attrs["MATLAB_class"] = np.bytes_(b"single")
-        frames = _frames(n, seed, workers)
-        frames = track(frames, "rendering rooms", total=n, enabled=progress)
-        for i, (rgb, depth) in enumerate(frames):
-            images[i] = rgb.transpose(2, 1, 0)
-            depths[i] = depth.T
-    with open(tmp, "r+b") as f:
-        f.write(mat73_header())
 
 
 def _render_job(seed: int, i: int) -> tuple[np.ndarray, np.ndarray]:
