@@ -97,6 +97,70 @@ def test_labeled_writer_refuses_a_wrong_stream_and_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary one
 
 
+def add_scenes_as_matlab_does(path, names):
+    """``scenes`` built by hand as MATLAB v7.3 saves a cell array of strings (the official file's
+    layout): an N x 1 cell, so (1, N) object references in h5py, to char arrays in #refs#
+    (MATLAB names them a, b, ...), each a (length, 1) column of uint16 character codes."""
+    with h5py.File(path, "r+") as f:
+        refs = f.create_group("#refs#")
+        targets = []
+        for k, name in enumerate(names):
+            key = chr(ord("b") + k)
+            if name:
+                target = refs.create_dataset(key, data=np.array([[ord(c)] for c in name], np.uint16))
+                target.attrs["MATLAB_int_decode"] = np.int32(2)
+            else:  # an empty char array holds its dimensions and a flag
+                target = refs.create_dataset(key, data=np.array([0, 0], np.uint64))
+                target.attrs["MATLAB_empty"] = np.uint8(1)
+            target.attrs["MATLAB_class"] = np.bytes_(b"char")
+            targets.append(target.ref)
+        cell = f.create_dataset("scenes", (1, len(targets)), dtype=h5py.ref_dtype)
+        cell[0, :] = targets
+        cell.attrs["MATLAB_class"] = np.bytes_(b"cell")
+    return path
+
+
+def test_scene_names_as_matlab_writes_them(tmp_path):
+    names = ["kitchen_0028b", "bedroom_0004", "", "living_room_0010"]
+    path = add_scenes_as_matlab_does(write_mat(tmp_path / LABELED_FILE, n=4), names)
+    src = LabeledMat(path)
+    assert src.scene_names() == names
+    assert LabeledMat(write_mat(tmp_path / "plain.mat", n=2)).scene_names() is None
+
+
+def test_scene_names_round_trip_in_matlabs_layout(tmp_path):
+    names = ["kitchen_0028b", "", "café_0001", "bathroom_0005"]
+    path = tmp_path / LABELED_FILE
+    write_labeled_mat(path, random_frames(4), 4, scenes=names)
+    assert LabeledMat(path).scene_names() == names
+    with h5py.File(path) as f:
+        cell = f["scenes"]
+        assert cell.shape == (1, 4) and h5py.check_dtype(ref=cell.dtype) is h5py.Reference
+        assert cell.attrs["MATLAB_class"] == b"cell"
+        chars = f[cell[0, 0]]
+        assert chars.name.startswith("/#refs#/") and chars.dtype == np.uint16 and chars.shape == (13, 1)
+        assert chars.attrs["MATLAB_class"] == b"char" and chars.attrs["MATLAB_int_decode"] == 2
+        assert "".join(map(chr, chars[:, 0])) == "kitchen_0028b"
+    with pytest.raises(ValueError, match="3 scene names for n=4"):
+        write_labeled_mat(tmp_path / "other.mat", random_frames(4), 4, scenes=names[:3])
+
+
+@pytest.mark.parametrize("case", ["too_few", "not_references", "not_char"])
+def test_bad_scenes_get_one_sentence_naming_the_file(tmp_path, case):
+    path = write_mat(tmp_path / LABELED_FILE, n=3)
+    if case == "too_few":
+        add_scenes_as_matlab_does(path, ["a_0001", "b_0002"])
+    else:
+        with h5py.File(path, "r+") as f:
+            if case == "not_references":
+                f["scenes"] = np.zeros((1, 3), np.uint16)
+            else:
+                f["scenes"] = np.array([[f["depths"].ref] * 3], dtype=h5py.ref_dtype)
+    with pytest.raises(UserError) as e:
+        LabeledMat(path).scene_names()
+    assert str(path) in str(e.value) and "'scenes'" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_real_nyu2_sample_frames_orientation_and_units():
     folder = shared_nyu() / "test_first10"
     src = open_source(folder)

@@ -134,6 +134,7 @@ def test_write_synthetic_reads_back_as_nyu(tmp_path):
 
     source = open_source(tmp_path)
     assert len(source) == 10
+    assert source.scene_names() == [f"synthroom_{i:05d}" for i in range(10)]
     for i in (0, 9):
         rgb, depth = source.read(i)
         want_rgb, want_depth = render_frame(frame_rng(7, i))

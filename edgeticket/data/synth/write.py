@@ -1,8 +1,9 @@
 """Writing a synthetic set: n rooms in NYU Depth v2's official files, with a seeded split.
 
 ``write_synthetic`` renders frames 0..n-1 (in worker processes, streamed into the file in
-order) into ``nyu_depth_v2_labeled.mat`` and writes ``splits.mat`` beside it, so the real
-readers in ``edgeticket.data.nyu`` read the set unchanged.
+order) into ``nyu_depth_v2_labeled.mat``, with a scene name per frame, and writes
+``splits.mat`` beside it, so the real readers in ``edgeticket.data.nyu`` read the set
+unchanged.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def write_synthetic(
     frames = track(_frames(n, int(seed), workers), "rendering rooms", total=n, enabled=progress)
     # the .mat is renamed into place after splits.mat: a folder that holds it holds its split
     with atomic_path(out / LABELED_FILE) as tmp:
-        write_labeled_mat(tmp, frames, n)
+        write_labeled_mat(tmp, frames, n, scenes=_scene_names(n))
         write_splits_mat(out / SPLITS_FILE, train, test)
     seconds = time.perf_counter() - start
     return {
@@ -83,6 +84,11 @@ def _checked_n(n: int) -> int:
             "so that both train and test get frames."
         )
     return int(n)
+
+
+def _scene_names(n: int) -> list[str]:
+    # NYU names a scene by room and visit (kitchen_0028b); here every frame is a room of its own
+    return [f"synthroom_{i:05d}" for i in range(n)]
 
 
 def _render_job(seed: int, i: int) -> tuple[np.ndarray, np.ndarray]:
