@@ -16,7 +16,14 @@ from edgeticket.data.augment import AugmentConfig, AugmentParams, augment, sampl
 from edgeticket.data.config import DataConfig
 from edgeticket.data.dataset import PreparedData
 from edgeticket.data.geometry import resize_depth, resize_rgb
-from edgeticket.data.nyu import LABELED_FILE, LabeledMat, Nyu2Folder, open_source, open_with_split
+from edgeticket.data.nyu import (
+    LABELED_FILE,
+    LabeledMat,
+    Nyu2Folder,
+    open_source,
+    open_with_split,
+    write_labeled_mat,
+)
 from edgeticket.data.prepare import CACHE_DIRNAME, prepare, resolve_data
 from edgeticket.data.splits import (
     official_split,
@@ -29,23 +36,24 @@ from edgeticket.fsio import sha256_file
 from edgeticket.hparams import InputSize, parse_value
 
 
-def write_mat(path, images=None, depths=None, n=3, header=True, userblock=512, **extra):
-    """A labeled .mat as MATLAB writes it: HDF5 behind a 512-byte header, H and W swapped."""
-    rng = np.random.default_rng(0)
-    if images is None:
-        images = rng.integers(0, 255, (n, 3, 640, 480), dtype=np.uint8)
-    if depths is None:
-        depths = rng.uniform(0.5, 9.5, (n, 640, 480)).astype(np.float32)
-    with h5py.File(path, "w", userblock_size=userblock) as f:
-        if images is not False:
-            f.create_dataset("images", data=images)
-        if depths is not False:
-            f.create_dataset("depths", data=depths)
-        for k, v in extra.items():
-            f.create_dataset(k, data=v)
-    if header:
-        with open(path, "r+b") as fh:
-            fh.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 .".ljust(116))
+def random_frames(n: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), rng.uniform(0.5, 9.5, (480, 640)).astype(np.float32))
+            for _ in range(n)]
+
+
+def write_mat(path, images=None, depths=None, n=3, frames=None):
+    """A labeled .mat by the real writer, of ``frames`` or n random ones. ``images`` or ``depths``
+    then replace that dataset, as h5py shows it (False drops it): the malformed files to refuse."""
+    frames = random_frames(n) if frames is None else frames
+    write_labeled_mat(path, frames, len(frames))
+    broken = {name: data for name, data in (("images", images), ("depths", depths)) if data is not None}
+    if broken:
+        with h5py.File(path, "r+") as f:
+            for name, data in broken.items():
+                del f[name]
+                if data is not False:
+                    f.create_dataset(name, data=data)
     return path
 
 
@@ -55,8 +63,16 @@ def test_labeled_reader_orientation_units_and_header(tmp_path):
     rgb = np.zeros((480, 640, 3), np.uint8)
     rgb[:10, :, 0] = 255  # a red band along the top rows
     depth = np.tile(np.linspace(1, 9, 640, dtype=np.float32), (480, 1))  # depth grows to the right
-    write_mat(tmp_path / LABELED_FILE, images=rgb.transpose(2, 1, 0)[None], depths=depth.T[None])
-    assert (tmp_path / LABELED_FILE).read_bytes()[:10] == b"MATLAB 7.3"
+    write_mat(tmp_path / LABELED_FILE, frames=[(rgb, depth)])
+    head = (tmp_path / LABELED_FILE).read_bytes()[:512]
+    assert head.startswith(b"MATLAB 7.3 MAT-file") and head[124:128] == b"\x00\x02IM"
+    with h5py.File(tmp_path / LABELED_FILE) as f:  # MATLAB's column-major layout, not the reader's view
+        images, depths = f["images"], f["depths"]
+        assert images.shape == (1, 3, 640, 480) and images.dtype == np.uint8 and images.chunks == (1, 3, 640, 480)
+        assert depths.shape == (1, 640, 480) and depths.dtype == np.float32 and depths.chunks == (1, 640, 480)
+        assert images[0, 0, 320, 0] == 255 and images[0, 0, 320, 200] == 0
+        assert depths[0, -1, 100] == pytest.approx(9)
+        assert images.attrs["MATLAB_class"] == b"uint8" and depths.attrs["MATLAB_class"] == b"single"
     src = open_source(tmp_path)
     assert isinstance(src, LabeledMat) and len(src) == 1
     r, d = src.read(0)
@@ -71,6 +87,82 @@ def test_labeled_reader_reads_lazily(tmp_path, monkeypatch):
     assert isinstance(src.images, h5py.Dataset)  # a handle, not an array in memory
     r, _ = src.read(3)
     assert r.shape == (480, 640, 3)
+
+
+def test_labeled_writer_refuses_a_wrong_stream_and_leaves_no_file(tmp_path):
+    path = tmp_path / LABELED_FILE
+    frames = random_frames(2)
+    with pytest.raises(ValueError, match="ran out after 2 of 3"):
+        write_labeled_mat(path, frames, 3)
+    with pytest.raises(ValueError, match="more frames than the n=1"):
+        write_labeled_mat(path, frames, 1)
+    with pytest.raises(ValueError, match="frame 0 is uint8 \\(640, 480, 3\\)"):
+        write_labeled_mat(path, [(frames[0][0].transpose(1, 0, 2), frames[0][1])], 1)
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary one
+
+
+def add_scenes_as_matlab_does(path, names):
+    """``scenes`` built by hand as MATLAB v7.3 saves a cell array of strings (the official file's
+    layout): an N x 1 cell, so (1, N) object references in h5py, to char arrays in #refs#
+    (MATLAB names them a, b, ...), each a (length, 1) column of uint16 character codes."""
+    with h5py.File(path, "r+") as f:
+        refs = f.create_group("#refs#")
+        targets = []
+        for k, name in enumerate(names):
+            key = chr(ord("b") + k)
+            if name:
+                target = refs.create_dataset(key, data=np.array([[ord(c)] for c in name], np.uint16))
+                target.attrs["MATLAB_int_decode"] = np.int32(2)
+            else:  # an empty char array holds its dimensions and a flag
+                target = refs.create_dataset(key, data=np.array([0, 0], np.uint64))
+                target.attrs["MATLAB_empty"] = np.uint8(1)
+            target.attrs["MATLAB_class"] = np.bytes_(b"char")
+            targets.append(target.ref)
+        cell = f.create_dataset("scenes", (1, len(targets)), dtype=h5py.ref_dtype)
+        cell[0, :] = targets
+        cell.attrs["MATLAB_class"] = np.bytes_(b"cell")
+    return path
+
+
+def test_scene_names_as_matlab_writes_them(tmp_path):
+    names = ["kitchen_0028b", "bedroom_0004", "", "living_room_0010"]
+    path = add_scenes_as_matlab_does(write_mat(tmp_path / LABELED_FILE, n=4), names)
+    src = LabeledMat(path)
+    assert src.scene_names() == names
+    assert LabeledMat(write_mat(tmp_path / "plain.mat", n=2)).scene_names() is None
+
+
+def test_scene_names_round_trip_in_matlabs_layout(tmp_path):
+    names = ["kitchen_0028b", "", "café_0001", "bathroom_0005"]
+    path = tmp_path / LABELED_FILE
+    write_labeled_mat(path, random_frames(4), 4, scenes=names)
+    assert LabeledMat(path).scene_names() == names
+    with h5py.File(path) as f:
+        cell = f["scenes"]
+        assert cell.shape == (1, 4) and h5py.check_dtype(ref=cell.dtype) is h5py.Reference
+        assert cell.attrs["MATLAB_class"] == b"cell"
+        chars = f[cell[0, 0]]
+        assert chars.name.startswith("/#refs#/") and chars.dtype == np.uint16 and chars.shape == (13, 1)
+        assert chars.attrs["MATLAB_class"] == b"char" and chars.attrs["MATLAB_int_decode"] == 2
+        assert "".join(map(chr, chars[:, 0])) == "kitchen_0028b"
+    with pytest.raises(ValueError, match="3 scene names for n=4"):
+        write_labeled_mat(tmp_path / "other.mat", random_frames(4), 4, scenes=names[:3])
+
+
+@pytest.mark.parametrize("case", ["too_few", "not_references", "not_char"])
+def test_bad_scenes_get_one_sentence_naming_the_file(tmp_path, case):
+    path = write_mat(tmp_path / LABELED_FILE, n=3)
+    if case == "too_few":
+        add_scenes_as_matlab_does(path, ["a_0001", "b_0002"])
+    else:
+        with h5py.File(path, "r+") as f:
+            if case == "not_references":
+                f["scenes"] = np.zeros((1, 3), np.uint16)
+            else:
+                f["scenes"] = np.array([[f["depths"].ref] * 3], dtype=h5py.ref_dtype)
+    with pytest.raises(UserError) as e:
+        LabeledMat(path).scene_names()
+    assert str(path) in str(e.value) and "'scenes'" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_real_nyu2_sample_frames_orientation_and_units():
@@ -124,10 +216,7 @@ def test_split_precedence(tmp_path):
 
 
 def test_official_split_for_1449_frames_without_a_split_file(tmp_path):
-    # a lazily allocated dataset: 1,449 frames that take no space
-    with h5py.File(tmp_path / LABELED_FILE, "w", userblock_size=512) as f:
-        f.create_dataset("images", (1449, 3, 640, 480), np.uint8, chunks=(1, 3, 640, 480))
-        f.create_dataset("depths", (1449, 640, 480), np.float32, chunks=(1, 640, 480))
+    write_labeled_mat(tmp_path / LABELED_FILE, [], 1449, unwritten_ok=True)  # 1,449 frames in no space
     _, s = open_with_split(tmp_path)
     assert "official" in s.origin and len(s.test) == 654 and len(s.train) + len(s.val) == 795
 

@@ -8,7 +8,6 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
 import pytest
 
 from edgeticket import fsio
@@ -88,15 +87,10 @@ class _Server:
 
 @pytest.fixture(scope="module")
 def labeled_bytes(tmp_path_factory) -> bytes:
-    """A small valid labeled .mat: MATLAB v7.3 layout (512-byte user block), N_FRAMES frames."""
-    import h5py
+    """A small valid labeled .mat of N_FRAMES frames, as MATLAB v7.3 lays it out."""
+    from test_data import write_mat
 
-    path = tmp_path_factory.mktemp("mat") / LABELED_FILE
-    rng = np.random.default_rng(0)
-    with h5py.File(path, "w", userblock_size=512) as f:
-        f["images"] = rng.integers(0, 256, (N_FRAMES, 3, 640, 480), dtype=np.uint8)
-        f["depths"] = rng.uniform(0.5, 10.0, (N_FRAMES, 640, 480)).astype(np.float32)
-    return path.read_bytes()
+    return write_mat(tmp_path_factory.mktemp("mat") / LABELED_FILE, n=N_FRAMES).read_bytes()
 
 
 @pytest.fixture(scope="module")

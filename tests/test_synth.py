@@ -6,7 +6,6 @@ import h5py
 import numpy as np
 import pytest
 
-from edgeticket.data import synth
 from edgeticket.data.nyu import LABELED_FILE, open_source, open_with_split
 from edgeticket.data.splits import SPLITS_FILE, read_splits_mat
 from edgeticket.data.synth import (
@@ -18,6 +17,9 @@ from edgeticket.data.synth import (
     synthetic_split,
     write_synthetic,
 )
+from edgeticket.data.synth.camera import world_rays
+from edgeticket.data.synth.raycast import cast
+from edgeticket.data.synth.scene import sample_scene
 from edgeticket.errors import UserError
 
 H, W = 120, 160
@@ -81,8 +83,8 @@ def test_depth_is_distance_along_the_optical_axis():
     rng = frame_rng(2, 0)
     _, depth = render_frame(rng, H, W)
     geo_seed = int(frame_rng(2, 0).integers(0, 2**62, size=3)[0])
-    scene = synth._sample_scene(np.random.default_rng(geo_seed))
-    _, sid, _ = synth._cast(scene, synth._world_rays(scene.rot, H, W), H, W)
+    scene = sample_scene(np.random.default_rng(geo_seed))
+    _, sid, _ = cast(scene, world_rays(scene.rot, H, W), H, W)
     fx, fy, cx, cy = camera_intrinsics(H, W)
     v, u = np.mgrid[0:H, 0:W]
     cam = np.stack([(u - cx) / fx * depth, (v - cy) / fy * depth, depth], -1).astype(np.float64)
@@ -132,6 +134,7 @@ def test_write_synthetic_reads_back_as_nyu(tmp_path):
 
     source = open_source(tmp_path)
     assert len(source) == 10
+    assert source.scene_names() == [f"synthroom_{i:05d}" for i in range(10)]
     for i in (0, 9):
         rgb, depth = source.read(i)
         want_rgb, want_depth = render_frame(frame_rng(7, i))

@@ -1,30 +1,36 @@
 """Readers for NYU Depth v2: the official labeled .mat (HDF5) and the nyu2 PNG layout.
 
 Both return frames as (HxWx3 uint8 RGB, HxW float32 metres) at 480x640, by index, lazily:
-the 2.8 GB labeled file is never read whole.
+the 2.8 GB labeled file is never read whole. ``write_labeled_mat`` writes the labeled layout
+from such frames, beside the reader that defines it, for the synthetic rooms and the tests.
 """
 
 from __future__ import annotations
 
 import csv
 import re
+import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from edgeticket.data.splits import Split, resolve_split
 from edgeticket.errors import UserError
+from edgeticket.fsio import atomic_path
 
 LABELED_FILE = "nyu_depth_v2_labeled.mat"
 FRAME_H, FRAME_W = 480, 640
 MAX_DEPTH = 10.0
+MAT73_USERBLOCK = 512
 
 
 class LabeledMat:
     """``nyu_depth_v2_labeled.mat``: MATLAB v7.3, i.e. HDF5 behind a 512-byte header.
 
     In h5py, ``images`` is (N, 3, 640, 480) uint8 and ``depths`` (N, 640, 480) float32 metres:
-    MATLAB's column-major order shows through as swapped height and width.
+    MATLAB's column-major order shows through as swapped height and width. ``scenes``, when
+    present, names each frame's scene (``kitchen_0028b``): see ``scene_names``.
     """
 
     kind = "labeled"
@@ -81,11 +87,142 @@ class LabeledMat:
             raise UserError(f"{self.path}: frame {i} cannot be read ({_first_line(e)}); the file is truncated or corrupt.") from None
         return rgb, check_depth(depth, f"{self.path} frame {i}")
 
+    def scene_names(self) -> list[str] | None:
+        """Each frame's scene name, in frame order; None when the file has no ``scenes``.
+
+        MATLAB v7.3 stores the N x 1 cell array as (1, N) object references, each to a char
+        array of UTF-16 code units (uint16, shaped (length, 1)); an empty name as its
+        dimensions flagged MATLAB_empty.
+        """
+        import h5py
+
+        if "scenes" not in self._f:
+            return None
+        cell = self._f["scenes"]
+        if h5py.check_dtype(ref=cell.dtype) is not h5py.Reference:
+            raise UserError(f"{self.path}: 'scenes' is {cell.dtype}, not MATLAB's cell array of scene names.")
+        refs = cell[()].ravel()
+        if len(refs) != len(self):
+            raise UserError(f"{self.path}: 'scenes' names {len(refs)} scenes for {len(self)} frames; the file is inconsistent.")
+        return [self._scene_name(i, ref) for i, ref in enumerate(refs)]
+
+    def _scene_name(self, i: int, ref) -> str:
+        try:
+            chars = self._f[ref]
+            ok = _attr_text(chars.attrs.get("MATLAB_class")) == "char"
+        except (ValueError, KeyError, OSError):  # a null or dangling reference
+            ok = False
+        if not ok:
+            raise UserError(f"{self.path}: scene {i} in 'scenes' is not a MATLAB char array; the file is corrupt.")
+        if chars.attrs.get("MATLAB_empty", 0):
+            return ""
+        return np.asarray(chars[()], dtype="<u2").tobytes().decode("utf-16-le", errors="replace")
+
     def close(self) -> None:
         self._f.close()
 
     def source_files(self) -> list[Path]:
         return [self.path]
+
+
+def write_labeled_mat(
+    path: str | Path,
+    frames: Iterable[tuple[np.ndarray, np.ndarray]],
+    n: int,
+    *,
+    scenes: Sequence[str] | None = None,
+    created: str | None = None,
+    unwritten_ok: bool = False,
+) -> None:
+    """Write ``frames`` into ``path`` as ``nyu_depth_v2_labeled.mat`` holds them, atomically.
+
+    ``frames`` yields n (HxWx3 uint8 RGB, HxW float32 metres) at 480x640. Each is written as it
+    comes, into a chunk of its own (the reader's unit), so a set of any size streams through.
+    The layout is LabeledMat's, with MATLAB's class attributes and its 512-byte v7.3 header,
+    dated ``created`` (default: now). ``scenes``, one name per frame, is written as MATLAB
+    writes a cell array of strings (see ``LabeledMat.scene_names``).
+
+    A stream that ends before n frames is an error unless ``unwritten_ok``: the frames not
+    given then take no space (HDF5 allocates no chunk that was never written) and read as
+    zeros, which lets a test fake all 1,449 frames.
+    """
+    import h5py
+
+    if int(n) < 1:
+        raise ValueError(f"write_labeled_mat: n={n}; a labeled file holds at least one frame.")
+    if scenes is not None and len(scenes) != n:
+        raise ValueError(f"write_labeled_mat: {len(scenes)} scene names for n={n} frames.")
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", userblock_size=MAT73_USERBLOCK) as f:
+            images, depths = _frame_datasets(f, int(n))
+            written = _write_frames(images, depths, frames)
+            if scenes is not None:
+                _write_cellstr(f, "scenes", scenes)
+        if written < n and not unwritten_ok:
+            raise ValueError(f"write_labeled_mat: the frames ran out after {written} of {n}.")
+        with open(tmp, "r+b") as f:
+            f.write(mat73_header(created))
+
+
+def mat73_header(created: str | None = None) -> bytes:
+    """The 512-byte user block MATLAB puts in front of a v7.3 (HDF5) MAT-file."""
+    created = created or time.strftime("%a %b %d %H:%M:%S %Y")
+    text = f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: {created} HDF5 schema 1.00 ."
+    head = text.encode("ascii")[:116].ljust(116, b" ")
+    # bytes 116-123: no subsystem data; 124-127: version 0x0200 and the 'IM' endian mark
+    return head + b"\x00" * 8 + b"\x00\x02IM" + b"\x00" * (MAT73_USERBLOCK - 128)
+
+
+def _frame_datasets(f, n: int):
+    # chunked per frame, stored as MATLAB shows (N, 3, W, H) and (N, W, H) to h5py
+    image_shape, depth_shape = (3, FRAME_W, FRAME_H), (FRAME_W, FRAME_H)
+    images = f.create_dataset(
+        "images", shape=(n, *image_shape), dtype=np.uint8, chunks=(1, *image_shape)
+    )
+    depths = f.create_dataset(
+        "depths", shape=(n, *depth_shape), dtype=np.float32, chunks=(1, *depth_shape)
+    )
+    images.attrs["MATLAB_class"] = np.bytes_(b"uint8")
+    depths.attrs["MATLAB_class"] = np.bytes_(b"single")
+    return images, depths
+
+
+def _write_frames(images, depths, frames) -> int:
+    """How many frames were written, in order. A frame of another size or type stops here:
+    h5py would cast it, or broadcast it, without a word."""
+    n = images.shape[0]
+    written = 0
+    for rgb, depth in frames:
+        if written == n:
+            raise ValueError(f"write_labeled_mat: more frames than the n={n} the file was made for.")
+        if rgb.shape != (FRAME_H, FRAME_W, 3) or rgb.dtype != np.uint8 or depth.shape != (FRAME_H, FRAME_W):
+            raise ValueError(
+                f"write_labeled_mat: frame {written} is {rgb.dtype} {rgb.shape} RGB with {depth.shape} depth; "
+                f"give ({FRAME_H}, {FRAME_W}, 3) uint8 and ({FRAME_H}, {FRAME_W})."
+            )
+        images[written] = rgb.transpose(2, 1, 0)
+        depths[written] = depth.T
+        written += 1
+    return written
+
+
+def _write_cellstr(f, name: str, strings: Sequence[str]) -> None:
+    """A MATLAB N x 1 cell array of strings, laid out as LabeledMat.scene_names reads it."""
+    import h5py
+
+    refs = f.require_group("#refs#")  # where MATLAB keeps the targets of a file's references
+    targets = []
+    for i, text in enumerate(strings):
+        if text:
+            chars = refs.create_dataset(f"{name}_{i}", data=np.frombuffer(text.encode("utf-16-le"), "<u2")[:, None])
+            chars.attrs["MATLAB_int_decode"] = np.int32(2)  # the integers are UTF-16 characters
+        else:
+            chars = refs.create_dataset(f"{name}_{i}", data=np.zeros(2, np.uint64))  # its 0 x 0 size
+            chars.attrs["MATLAB_empty"] = np.uint8(1)
+        chars.attrs["MATLAB_class"] = np.bytes_(b"char")
+        targets.append(chars.ref)
+    cell = f.create_dataset(name, data=np.array([targets], dtype=h5py.ref_dtype))
+    cell.attrs["MATLAB_class"] = np.bytes_(b"cell")
 
 
 _COLOR_RE = re.compile(r"^(\d+)_colors\.png$")
@@ -210,6 +347,11 @@ def source_folder(source: LabeledMat | Nyu2Folder) -> Path:
 def open_with_split(folder: str | Path, val_fraction: float = 0.1, seed: int = 0) -> tuple[LabeledMat | Nyu2Folder, Split]:
     source = open_source(folder)
     return source, resolve_split(source_folder(source), source.kind, len(source), val_fraction, seed)
+
+
+def _attr_text(value) -> str | None:
+    # MATLAB writes fixed-length ASCII (bytes in h5py); other writers use variable-length str
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
 
 
 def _first_line(e: Exception) -> str:
