@@ -19,12 +19,15 @@ import torch
 
 from edgeticket import paths
 from edgeticket.bench.latency import cpu_model, measure
-from edgeticket.data.geometry import parse_size
 from edgeticket.export.api import export
+from edgeticket.export.config import ExportConfig
 from edgeticket.export.onnx_export import ort_session
 from edgeticket.fsio import save_torch, write_json
+from edgeticket.hparams import InputSize
 from edgeticket.models import build_model, get_record
-from edgeticket.tickets import criteria as C
+from edgeticket.tickets.criteria import common as C
+from edgeticket.tickets.criteria.channel import prune_channels
+from edgeticket.tickets.criteria.magnitude import magnitude_global
 from edgeticket.tickets.groups import channel_groups, prunable_groups
 from edgeticket.tickets.mask import Mask
 
@@ -61,7 +64,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--calib-images", type=int, default=8)
     a = ap.parse_args()
-    size = parse_size(a.size)
+    size = InputSize.parse(a.size)
     out = Path(a.out)
     torch.manual_seed(0)
     base = randomize_bn(build_model(a.arch)).eval()
@@ -69,17 +72,17 @@ def main() -> None:
     scope = C.prunable_names(base)
     groups = prunable_groups(channel_groups(base), set(scope))
     variants = {"dense": (None, "dense")}
-    variants["unstructured90"] = (C.magnitude_global(dict(base.named_parameters()), Mask.ones(base, scope), 0.1).mask,
+    variants["unstructured90"] = (magnitude_global(dict(base.named_parameters()), Mask.ones(base, scope), 0.1).mask,
                                   "magnitude-global")
     for keep, label in ((0.5, "channel50"), (0.25, "channel75")):
         m = C.with_bn_entries(Mask.ones(base, scope), groups)
-        variants[label] = (C.prune_channels(dict(base.named_parameters()), m, groups, keep, round_to=8).mask, "channel")
+        variants[label] = (prune_channels(dict(base.named_parameters()), m, groups, keep, round_to=8).mask, "channel")
     rows = {}
     for label, (mask, crit) in variants.items():
         model = build_model(a.arch)
         model.load_state_dict(sd)
         src = make_dir(out / "src" / label, a.arch, size, a.data, mask, crit, model)
-        rep = export(src, out / "export" / label, int8=a.data is not None, calib_images=a.calib_images,
+        rep = export(src, out / "export" / label, ExportConfig(int8=a.data is not None, calib_images=a.calib_images),
                      overwrite=True, progress=False)
         row = {"gmacs": rep["after"]["macs"] / 1e9, "params_m": rep["after"]["params"] / 1e6,
                "mask_sparsity": mask.sparsity() if mask is not None else 0.0,

@@ -14,9 +14,10 @@ import time
 import torch
 
 from edgeticket.data.augment import AugmentConfig, augment, sample_params
+from edgeticket.data.config import DataConfig
 from edgeticket.data.dataset import PreparedData
-from edgeticket.data.geometry import parse_size
 from edgeticket.data.prepare import resolve_data
+from edgeticket.hparams import InputSize
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     t0 = time.perf_counter()
-    data = PreparedData(resolve_data(a.data, parse_size(a.input_size)))
+    data = PreparedData(resolve_data(a.data, DataConfig(input_size=InputSize.parse(a.input_size))))
     t_prepare = time.perf_counter() - t0
     t0 = time.perf_counter()
     train = data.load("train").to(a.device)

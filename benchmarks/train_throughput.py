@@ -21,8 +21,9 @@ from edgeticket.models import build_model
 from edgeticket.models.macs import count_macs
 from edgeticket.tickets.criteria.common import prunable_names
 from edgeticket.tickets.mask import Mask
+from edgeticket.train.config import TrainConfig
 from edgeticket.train.losses import berhu
-from edgeticket.train.trainer import TrainConfig, make_optimizer
+from edgeticket.train.optim import make_optimizer
 
 
 def matmul_tflops(device: torch.device, dtype=torch.bfloat16, n: int = 8192, reps: int = 20) -> float:

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# A dataset folder (NYU Depth v2's official layout, which the synthetic rooms copy)
+LABELED = "nyu_depth_v2_labeled.mat"
+SPLITS_MAT = "splits.mat"  # trainNdxs / testNdxs, 1-based
+FETCH_SIDECAR = "fetch.json"  # what `data fetch` downloaded, from where, with which sha256
+
+# A model directory
 MODEL = "model.pt"  # best weights by validation rmse, a plain state dict
 META = "meta.json"  # arch, input size, mean/std, widths, hyperparameters, provenance
 METRICS = "metrics.json"  # {"val": {...}, "test": {...}}
@@ -41,6 +47,11 @@ PIPE_SEARCH = "search"
 PIPE_SEARCH_UNSTRUCTURED = "search_unstructured"
 PIPE_EXPORT = "export"
 PIPE_BENCH = "bench"
+
+
+def cache_split(split: str) -> str:
+    """A training cache's file of one split: train.h5, val.h5, test.h5."""
+    return f"{split}.h5"
 
 
 def level_dir(root: str | Path, level: int) -> Path:

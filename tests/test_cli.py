@@ -178,3 +178,28 @@ def test_console_script_exits_2_without_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "edgeticket: error: --levels 0: give at least 1 (level 0 is the dense model)."
+
+
+def test_search_trains_at_the_cache_size_without_input_size(cache, tmp_path):
+    """Prepared at 48x64, searched without --input-size: finetune and search both follow the cache."""
+    import json
+
+    common = ["--data", cache, "--arch", "fcrn_tiny", "--pretrained", "none", "--epochs", "1", "--batch-size", "4",
+              "--quiet"]
+    res = run("search", *common, "--levels", "1", "--out", tmp_path / "s")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "s" / "search.json").read_text())["config"]["data"]["input_size"] == [48, 64]
+    res = run("finetune", *common, "--out", tmp_path / "f")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "f" / "meta.json").read_text())["input_size"] == [48, 64]
+
+
+def test_a_bad_rewind_point_is_refused_before_anything_is_written(cache, tmp_path):
+    base = ["search", "--data", cache, "--arch", "fcrn_tiny", "--pretrained", "none", "--epochs", "1", "--quiet",
+            "--out", tmp_path / "s"]
+    for rewind, needle in (("epoch:5", "level 0 trains 1 epochs"), ("step:999", "choose a rewind point inside")):
+        res = run(*base, "--rewind", rewind)
+        assert res.exit_code == 2 and needle in res.output, res.output
+        assert not (tmp_path / "s").exists()
+    res = run(*base, "--rewind", "step:1", "--levels", "1")  # the corrected rerun is not refused as "not empty"
+    assert res.exit_code == 0, res.output

@@ -332,3 +332,44 @@ def test_import_refuses_pickle_unless_allowed(tmp_path):
     mask, _ = import_ticket(tmp_path / "t.pth", "fcrn_tiny", allow_pickle=True)
     assert mask.sparsity() > 0.5
 
+
+
+# -- the criteria registry -------------------------------------------------------------------------
+
+def test_a_new_criterion_is_one_class_and_one_registration(cache, tmp_path):
+    """A toy criterion, registered here, is a --criterion of the CLI and prunes a real search."""
+    from typer.testing import CliRunner
+
+    from edgeticket.cli.app import app
+    from edgeticket.tickets import criteria
+    from edgeticket.tickets.criteria import Criterion, register_criterion
+    from edgeticket.tickets.criteria.common import PruneResult
+
+    @register_criterion
+    class KeepFirst(Criterion):
+        """Keep the first density x n weights of every layer, by position (a toy, not a method)."""
+
+        name = "toy-keep-first"
+
+        def prune(self, weights, mask, density, ctx):
+            out = Mask(mask)
+            for k in mask.weight_keys():
+                keep = torch.zeros(mask[k].numel(), dtype=torch.bool)
+                keep[: round(mask[k].numel() * density)] = True
+                out[k] = keep.view_as(mask[k]) & mask[k]
+            return PruneResult(out)
+
+    try:
+        res = CliRunner().invoke(app, ["search", "--data", str(cache), "--out", str(tmp_path / "s"), "--criterion",
+                                       "toy-keep-first", "--arch", "fcrn_tiny", "--pretrained", "none", "--levels", "2",
+                                       "--epochs", "1", "--batch-size", "4", "--quiet"])
+        assert res.exit_code == 0, res.output
+        m = Mask.load(paths.level_dir(tmp_path / "s", 1))
+        for k in m.weight_keys():
+            n = round(m[k].numel() * 0.8)
+            assert m[k].flatten()[:n].all() and not m[k].flatten()[n:].any(), k
+        assert json.loads((paths.level_dir(tmp_path / "s", 1) / paths.META).read_text())["criterion"] == "toy-keep-first"
+    finally:
+        criteria._CRITERIA.pop("toy-keep-first")
+    with pytest.raises(UserError, match="--criterion 'toy-keep-first'"):
+        cfg("toy-keep-first")

@@ -193,7 +193,7 @@ def markdown(report: dict) -> str:
 
 def _plots(entries: list[dict], panel: dict, out: Path, search: str | Path | None) -> list[str]:
     written = []
-    p = out / "accuracy_vs_latency.png"
+    p = out / paths.PLOT_ACCURACY_LATENCY
     plots.accuracy_vs_latency(entries, p)
     written.append(str(p))
     rows = [{"sparsity": e["size"]["sparsity_unstructured"] or 0.0, "delta1": e["metrics"]["delta1"],
@@ -208,11 +208,11 @@ def _plots(entries: list[dict], panel: dict, out: Path, search: str | Path | Non
     else:
         title = "benched tickets: test δ1 (ONNX Runtime)"
     if rows:
-        p = out / "sparsity_vs_delta1.png"
+        p = out / paths.PLOT_SPARSITY_DELTA1
         plots.sparsity_vs_delta1(rows, p, title)
         written.append(str(p))
     if panel["rgb"]:
-        p = out / "predictions.png"
+        p = out / paths.PLOT_PREDICTIONS
         order = [0] + ([min(range(1, len(entries)), key=lambda i: entries[i]["latency_ms"]["p50"])] if len(entries) > 1 else [])
         sub = {"rgb": panel["rgb"], "gt": panel["gt"], "frames": panel["frames"], "pred": [panel["pred"][i] for i in order]}
         plots.prediction_panel(sub, [entries[i]["name"] for i in order], p)

@@ -41,19 +41,16 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """edgeticket: find, fine-tune, compact, export and benchmark lottery tickets of FCRN depth models."""
 
 
-data_app.command("synth")(data.data_synth)
-data_app.command("prepare")(data.data_prepare)
-data_app.command("fetch")(data.data_fetch)
-app.command("finetune")(train.finetune)
-app.command("search")(train.search)
-tickets_app.command("import")(tickets.tickets_import)
-tickets_app.command("show")(tickets.tickets_show)
-tickets_app.command("branch")(tickets.tickets_branch)
-tickets_app.command("refill")(tickets.tickets_refill)
-app.command("export")(deploy.export)
-app.command("bench")(deploy.bench)
-app.command("pipeline")(deploy.pipeline)
-app.command("demo")(deploy.demo)
+COMMANDS = [  # (group, name, function)
+    (data_app, "synth", data.data_synth), (data_app, "prepare", data.data_prepare), (data_app, "fetch", data.data_fetch),
+    (app, "finetune", train.finetune), (app, "search", train.search),
+    (tickets_app, "import", tickets.tickets_import), (tickets_app, "show", tickets.tickets_show),
+    (tickets_app, "branch", tickets.tickets_branch), (tickets_app, "refill", tickets.tickets_refill),
+    (app, "export", deploy.export), (app, "bench", deploy.bench), (app, "pipeline", deploy.pipeline),
+    (app, "demo", deploy.demo),
+]
+for _group, _name, _fn in COMMANDS:
+    _group.command(_name)(_fn)
 
 
 def main() -> None:

@@ -121,13 +121,14 @@ def demo(
 
 
 def _run_pipeline(config: Path, out: Path | None, device: str | None, overwrite: bool, quiet: bool) -> None:
+    from edgeticket import paths
     from edgeticket.fsio import read_json
     from edgeticket.pipeline import run_pipeline
 
     state = run_pipeline(config, out, device=device, overwrite=overwrite, progress=progress_enabled(quiet),
                          log=lambda m: typer.echo(m, err=True))
     bench_info = state["stages"]["bench"]
-    report = read_json(Path(bench_info["report"]).with_suffix(".json"))
+    report = read_json(Path(bench_info["report"]).parent / paths.REPORT_JSON)
     print_bench_table(report)
     typer.echo(f"report: {bench_info['report']}")
     for p in bench_info["plots"]:

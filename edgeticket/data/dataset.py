@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgeticket import paths
 from edgeticket.data.prepare import CACHE_META, SPLITS
 from edgeticket.errors import UserError
 from edgeticket.fsio import read_json
@@ -53,7 +54,7 @@ class PreparedData:
     def _path(self, split: str) -> Path:
         if split not in SPLITS:
             raise ValueError(split)
-        return self.root / f"{split}.h5"
+        return self.root / paths.cache_split(split)
 
     def load(self, split: str) -> SplitTensors:
         import h5py

@@ -22,7 +22,10 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edgeticket import __version__
+from edgeticket import (
+    __version__,
+    paths,  # noqa: I001
+)
 from edgeticket.data.nyu import LABELED_FILE, LabeledMat
 from edgeticket.data.prepare import hash_store
 from edgeticket.data.splits import OFFICIAL_FRAMES, SPLITS_FILE, SPLITS_SHA256
@@ -33,7 +36,7 @@ NYU_FILES: dict[str, str] = {
     LABELED_FILE: "http://horatio.cs.nyu.edu/mit/silberman/nyu_depth_v2/nyu_depth_v2_labeled.mat",
     SPLITS_FILE: "http://horatio.cs.nyu.edu/mit/silberman/indoor_seg_sup/splits.mat",
 }
-SIDECAR = "fetch.json"
+SIDECAR = paths.FETCH_SIDECAR
 CHUNK = 1 << 20
 
 

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeticket import paths
 from edgeticket.data.splits import Split, resolve_split
 from edgeticket.errors import UserError
 from edgeticket.fsio import atomic_path
 
-LABELED_FILE = "nyu_depth_v2_labeled.mat"
+LABELED_FILE = paths.LABELED
 FRAME_H, FRAME_W = 480, 640
 MAX_DEPTH = 10.0
 MAT73_USERBLOCK = 512

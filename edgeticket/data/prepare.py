@@ -46,7 +46,7 @@ def source_hashes(files: list[Path]) -> dict[str, str]:
     files = list(files)
     if not files:
         return {}
-    split = files[0].parent / "splits.mat"
+    split = files[0].parent / paths.SPLITS_MAT
     if split.exists() and split not in files:
         files.append(split)
     return {p.name: h for p, h in sha256_remembered(files, hash_store(files[0].parent)).items()}
@@ -102,8 +102,8 @@ def _prepare_open(source, split, src: Path, out: Path, input_size, val_fraction,
         for name in SPLITS:
             idx = split.indices(name)
             counts[name] = int(len(idx))
-            tmp = out / f".{name}.h5.tmp"
-            staged.append((tmp, out / f"{name}.h5"))
+            tmp = out / f".{paths.cache_split(name)}.tmp"
+            staged.append((tmp, out / paths.cache_split(name)))
             _write_split(tmp, source, idx, input_size, full=name != "train", progress=progress, label=name)
     except BaseException:
         for tmp, _ in staged:

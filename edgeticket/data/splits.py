@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeticket import paths
 from edgeticket.errors import UserError
 from edgeticket.fsio import write_bytes
 
-SPLITS_FILE = "splits.mat"
+SPLITS_FILE = paths.SPLITS_MAT
 OFFICIAL_FRAMES = 1449
 SPLITS_SHA256 = "6e081404491a8bfba2f066beaa9713ef6046f9007aa5f799f2a350506a580cee"
 

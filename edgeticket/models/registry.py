@@ -80,22 +80,18 @@ _R18 = ModelRecord("fcrn_resnet18", BasicBlock, (2, 2, 2, 2), 64, (256, 128, 64,
 _TINY = ModelRecord("fcrn_tiny", BasicBlock, (2, 2, 2, 2), 16, (64, 32, 16, 8, 4), None, macs=243_661_568)
 
 
-@register_model(_R50)
-def fcrn_resnet50(*, weights_backbone: str | None = None, fast: bool = True, progress: bool = True) -> FCRN:
-    return _fcrn(_R50, weights_backbone=weights_backbone, fast=fast, progress=progress)
+def _builder(record: ModelRecord, doc: str) -> Callable[..., FCRN]:
+    """A keyword-only builder for ``record``, registered under its name (torchvision's style)."""
+
+    def build(*, weights_backbone: str | None = None, fast: bool = True, progress: bool = True) -> FCRN:
+        return _fcrn(record, weights_backbone=weights_backbone, fast=fast, progress=progress)
+
+    build.__name__ = build.__qualname__ = record.name
+    build.__doc__ = doc
+    return register_model(record)(build)
 
 
-@register_model(_R34)
-def fcrn_resnet34(*, weights_backbone: str | None = None, fast: bool = True, progress: bool = True) -> FCRN:
-    return _fcrn(_R34, weights_backbone=weights_backbone, fast=fast, progress=progress)
-
-
-@register_model(_R18)
-def fcrn_resnet18(*, weights_backbone: str | None = None, fast: bool = True, progress: bool = True) -> FCRN:
-    return _fcrn(_R18, weights_backbone=weights_backbone, fast=fast, progress=progress)
-
-
-@register_model(_TINY)
-def fcrn_tiny(*, weights_backbone: str | None = None, fast: bool = True, progress: bool = True) -> FCRN:
-    """ResNet-18's structure and module names at a quarter of its widths, for tests."""
-    return _fcrn(_TINY, weights_backbone=weights_backbone, fast=fast, progress=progress)
+fcrn_resnet50 = _builder(_R50, "FCRN-ResNet50 (Laina et al. 2016): 63.6 M parameters.")
+fcrn_resnet34 = _builder(_R34, "FCRN on ResNet-34, with the narrower decoder of the BasicBlock ResNets.")
+fcrn_resnet18 = _builder(_R18, "FCRN on ResNet-18, with the narrower decoder of the BasicBlock ResNets.")
+fcrn_tiny = _builder(_TINY, "ResNet-18's structure and module names at a quarter of its widths, for tests.")

@@ -91,7 +91,7 @@ class Pipeline:
         from edgeticket.data.synth import write_synthetic
 
         target = self.data_dir()
-        if (target / LABELED_FILE).exists() and (target / "splits.mat").exists():
+        if (target / LABELED_FILE).exists() and (target / paths.SPLITS_MAT).exists():
             return {"dataset": str(target), "reused": True}
         return write_synthetic(target, d.synth_frames, d.synth_seed, progress=self.progress)
 

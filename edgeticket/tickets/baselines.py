@@ -11,14 +11,7 @@ import math
 import torch
 
 from edgeticket.errors import UserError
-from edgeticket.tickets.criteria.common import (
-    channel_alive,
-    channel_scores,
-    round_channels,
-    set_channels,
-    stable_topk_mask,
-    with_bn_entries,
-)
+from edgeticket.tickets.criteria import common as C
 from edgeticket.tickets.groups import ChannelGroup
 from edgeticket.tickets.mask import Mask
 
@@ -29,12 +22,12 @@ def random_like(ticket: Mask, seed: int, per_layer: bool = True, groups: list[Ch
     out = Mask(ticket)
     if groups:
         for grp in groups:
-            n_alive = int(channel_alive(ticket, grp).sum())
+            n_alive = int(C.channel_alive(ticket, grp).sum())
             keep = torch.zeros(grp.channels, dtype=torch.bool)
             keep[torch.randperm(grp.channels, generator=g)[:n_alive]] = True
             for w in grp.weight_names():
                 out[w] = torch.ones_like(ticket[w])
-            set_channels(out, grp, keep)
+            C.set_channels(out, grp, keep)
         return out
     keys = ticket.weight_keys()
     if per_layer:
@@ -63,16 +56,16 @@ def reverse_of(ticket: Mask, weights: dict[str, torch.Tensor], groups: list[Chan
         n = int(alive.sum())
         # pruned ones first, by magnitude descending; then survivors by magnitude ascending
         score = torch.where(alive, -mag.double() - 1.0, mag.double() + 1.0 + mag.double().abs().max())
-        return stable_topk_mask(score, n)
+        return C.stable_topk_mask(score, n)
 
     if groups:
         for grp in groups:
-            alive = channel_alive(ticket, grp)
-            mags = channel_scores(weights, Mask({w: torch.ones_like(ticket[w]) for w in grp.weight_names()}), grp)
+            alive = C.channel_alive(ticket, grp)
+            mags = C.channel_scores(weights, Mask({w: torch.ones_like(ticket[w]) for w in grp.weight_names()}), grp)
             keep = pick(alive, mags)
             for w in grp.weight_names():
                 out[w] = torch.ones_like(ticket[w])
-            set_channels(out, grp, keep)
+            C.set_channels(out, grp, keep)
         return out
     for k in ticket.weight_keys():
         out[k] = pick(ticket[k], weights[k].detach().abs().cpu())
@@ -93,14 +86,14 @@ def refill(ticket: Mask, weights: dict[str, torch.Tensor], groups: list[ChannelG
         budget = math.sqrt(density)
     if not 0 < budget <= 1:
         raise UserError(f"--budget {budget}: give a fraction of channels to keep in (0, 1].")
-    out = with_bn_entries(Mask(ticket), groups)
+    out = C.with_bn_entries(Mask(ticket), groups)
     for grp in groups:
-        scores = channel_scores(weights, ticket, grp)
-        keep_n = min(grp.channels, round_channels(grp.channels * budget, round_to, grp.channels))
-        keep = stable_topk_mask(scores, keep_n)
+        scores = C.channel_scores(weights, ticket, grp)
+        keep_n = min(grp.channels, C.round_channels(grp.channels * budget, round_to, grp.channels))
+        keep = C.stable_topk_mask(scores, keep_n)
         for w in grp.weight_names():
             out[w] = torch.ones_like(ticket[w])
-        set_channels(out, grp, keep)
+        C.set_channels(out, grp, keep)
     # Weights in scope outside every prunable group (coupled to a producer out of scope) cannot
     # lose channels; refill makes them dense like the kept channels.
     grouped = {w for grp in groups for w in grp.weight_names()}

@@ -80,9 +80,8 @@ class RandomBranch(Branch):
     description = "random pruning at the ticket's per-layer (or global) counts"
 
     def masks(self, ctx, level, ticket, cfg):
-        groups = ctx.groups if ctx.channel else None
         per_layer = not cfg.global_draw
-        return [(paths.branch_name("random", s), B.random_like(ticket, 1000 + s, per_layer, groups),
+        return [(paths.branch_name("random", s), B.random_like(ticket, 1000 + s, per_layer, ctx.ticket_groups),
                  {"seed": s, "per_layer": per_layer}) for s in range(cfg.seeds)]
 
 
@@ -92,8 +91,7 @@ class ReverseBranch(Branch):
     description = "the complement of the ticket at the same counts"
 
     def masks(self, ctx, level, ticket, cfg):
-        groups = ctx.groups if ctx.channel else None
-        return [("reverse", B.reverse_of(ticket, _final_weights(ctx, level), groups), {})]
+        return [("reverse", B.reverse_of(ticket, _final_weights(ctx, level), ctx.ticket_groups), {})]
 
 
 @register_branch

@@ -51,6 +51,11 @@ class SearchContext:
     def channel(self) -> bool:
         return self.criterion.structured
 
+    @property
+    def ticket_groups(self) -> list[ChannelGroup] | None:
+        """The groups a channel ticket's controls work per; None for unstructured tickets."""
+        return self.groups if self.channel else None
+
     def prune_context(self) -> PruneContext:
         return PruneContext(groups=self.groups if self.channel else [], round_to=self.cfg.round_to)
 

@@ -32,14 +32,10 @@ class RewindPoint:
         """'pretrained' | 'init' | 'epoch:K' | 'step:K'."""
         if isinstance(text, RewindPoint):
             return text
-        if not isinstance(text, str):
-            raise ValueError("choose pretrained, init, epoch:K or step:K")
-        if text in ("pretrained", "init"):
-            return cls(text)
-        m = re.fullmatch(r"(epoch|step):(\d+)", text.strip())
+        m = re.fullmatch(r"(pretrained|init)|(epoch|step):(\d+)", text.strip()) if isinstance(text, str) else None
         if not m:
             raise ValueError("choose pretrained, init, epoch:K or step:K (K a whole number)")
-        return cls(m.group(1), int(m.group(2)))
+        return cls(m.group(1)) if m.group(1) else cls(m.group(2), int(m.group(3)))
 
     @property
     def late(self) -> bool:

@@ -58,21 +58,23 @@ def magnitude_layerwise(weights: dict[str, torch.Tensor], mask: Mask, density: f
     return PruneResult(out, notes)
 
 
+class _Magnitude(Criterion):
+    """Unstructured: ``rule(weights, mask, density)`` keeps the largest |w|."""
+
+    rule = staticmethod(magnitude_global)
+
+    def prune(self, weights, mask: Mask, density: float, ctx: PruneContext) -> PruneResult:
+        return self.rule(weights, mask, density)
 
 
 @register_criterion
-class MagnitudeGlobal(Criterion):
+class MagnitudeGlobal(_Magnitude):
     name = "magnitude-global"
     description = "unstructured; one |w| threshold over all prunable layers (Chen et al.)"
 
-    def prune(self, weights, mask: Mask, density: float, ctx: PruneContext) -> PruneResult:
-        return magnitude_global(weights, mask, density)
-
 
 @register_criterion
-class MagnitudeLayerwise(Criterion):
+class MagnitudeLayerwise(_Magnitude):
     name = "magnitude-layerwise"
     description = "unstructured; the same fraction of every layer by |w|"
-
-    def prune(self, weights, mask: Mask, density: float, ctx: PruneContext) -> PruneResult:
-        return magnitude_layerwise(weights, mask, density)
+    rule = staticmethod(magnitude_layerwise)
