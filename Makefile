@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-faults lint install clean
+.PHONY: demo test test-faults lint install clean gpu-wheels gpu-check-cpu
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ test: $(STAMP) lint
 
 test-faults: $(STAMP)
 	$(BIN)/python -m pytest -q tests/test_faults.py
+
+# The lent GPU machine has no package registry: carry torch-pruning's wheel in .gpu/ (git-ignored).
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m pip download -q --no-deps -d .gpu/wheels torch-pruning==$$($(BIN)/python -c "import torch_pruning; print(torch_pruning.__version__)")
+
+gpu-check-cpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --device cpu --quick --out runs/gpu_check_cpu
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

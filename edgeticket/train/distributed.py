@@ -19,6 +19,7 @@ class DistInfo:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    group: bool = False  # a process group is initialised (torchrun, even with one process)
 
     @property
     def is_main(self) -> bool:
@@ -26,28 +27,35 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        """Data-parallel: DDP, a DistributedSampler, collectives. torchrun --nproc_per_node 1
+        turns it on too, so that one GPU runs the same NCCL/DDP path as eight."""
+        return self.group
+
+
+def launched_by_torchrun() -> bool:
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
 
 
 def init_from_env(device: str) -> DistInfo:
-    """Join the process group torchrun describes; a no-op for a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """Join the process group torchrun describes; a no-op for a plain single process."""
+    if not launched_by_torchrun():
         return DistInfo()
+    world = int(os.environ["WORLD_SIZE"])
     rank = int(os.environ["RANK"])
-    local = int(os.environ.get("LOCAL_RANK", rank))
+    local = int(os.environ["LOCAL_RANK"])
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)
         # Rank 0 may prepare a 2.8 GB dataset while the others wait: allow it time.
         dist.init_process_group(backend=backend, timeout=timedelta(hours=2))
-    return DistInfo(rank, world, local)
+    return DistInfo(rank, world, local, group=True)
 
 
 def current() -> DistInfo:
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())),
+                        group=True)
     return DistInfo()
 
 

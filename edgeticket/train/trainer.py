@@ -33,8 +33,8 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from edgeticket import faults, paths
-from edgeticket.data.augment import AugmentConfig, augment, sample_params
-from edgeticket.data.dataset import PreparedData
+from edgeticket.data.augment import AugmentConfig, AugmentParams, augment, sample_params
+from edgeticket.data.dataset import PreparedData, SplitTensors
 from edgeticket.errors import DivergenceError, Interrupted, UserError
 from edgeticket.fsio import (
     append_jsonl,
@@ -225,23 +225,8 @@ class Trainer:
                 for step in range(skip, spe):
                     self._snapshot(snapshots, global_step)
                     idx = order[step * bs:(step + 1) * bs]
-                    rgb, depth = train.rgb.index_select(0, idx), train.depth.index_select(0, idx)
-                    params = sample_params(len(idx), aug_cfg, gen)
-                    x, target = augment(rgb, depth, params, self.mean, self.std)
-                    if self.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    factor = lr_factor(global_step, cfg, spe)
-                    for g in self.optimizer.param_groups:
-                        g["lr"] = g["base_lr"] * factor
-                    with self._autocast():
-                        pred = self.net(x)
-                    loss = self.loss_fn(pred.float(), target)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    self._mask_grads()
-                    self.optimizer.step()
-                    self.apply_mask()
-                    ld = loss.detach()
+                    ld = self.train_step(train, idx, sample_params(len(idx), aug_cfg, gen),
+                                         lr_factor(global_step, cfg, spe))
                     losses[step] = ld
                     bad[step] = ~torch.isfinite(ld) | (ld > cfg.guard_factor * prev_median)
                     global_step += 1
@@ -285,6 +270,49 @@ class Trainer:
                     raise Interrupted(self._stop_message(stop.signum))
         self._snapshot(snapshots, global_step)
         return self._finish(best, time.perf_counter() - t_start, n_seen * self.dist.world / max(t_train, 1e-9))
+
+    def train_step(self, train: SplitTensors, idx: torch.Tensor, params: AugmentParams, lr_factor: float) -> torch.Tensor:
+        """One optimizer step on the frames ``idx`` of ``train``: augment, forward (autocast),
+        loss, backward, masked gradients, step, masked weights. Returns the detached loss; no
+        host sync, so a GPU runs ahead."""
+        rgb, depth = train.rgb.index_select(0, idx), train.depth.index_select(0, idx)
+        x, target = augment(rgb, depth, params, self.mean, self.std)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["base_lr"] * lr_factor
+        with self._autocast():
+            pred = self.net(x)
+        loss = self.loss_fn(pred.float(), target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._mask_grads()
+        self.optimizer.step()
+        self.apply_mask()
+        return loss.detach()
+
+    def time_steps(self, steps: int, warmup: int = 3, seed: int = 0) -> dict:
+        """Throughput of ``train_step`` itself (no validation, no checkpoint): the first
+        ``warmup`` steps (compilation included) timed apart, then ``steps`` steps."""
+        train = self.data.load("train").to(self.device)
+        gen = torch.Generator().manual_seed(seed)
+        aug_cfg = AugmentConfig() if self.cfg.augment else _NO_AUG
+        order = torch.randint(0, len(train), ((warmup + steps), self.batch_size), generator=gen).to(self.device)
+        self.net.train()
+
+        def run(rows) -> float:
+            t0 = time.perf_counter()
+            for idx in rows:
+                loss = self.train_step(train, idx, sample_params(len(idx), aug_cfg, gen), 1.0)
+            _sync(self.device)
+            if not torch.isfinite(loss):
+                raise DivergenceError("time_steps: the loss became NaN/inf")
+            return time.perf_counter() - t0
+
+        warm_s = run(order[:warmup]) if warmup else 0.0
+        dt = run(order[warmup:]) if steps else 0.0
+        return {"batch": self.batch_size, "steps": steps, "warmup_s": warm_s, "step_ms": 1000 * dt / max(steps, 1),
+                "images_per_s": steps * self.batch_size * self.dist.world / max(dt, 1e-9)}
 
     def _snapshot(self, snapshots: dict[int, Path], global_step: int) -> None:
         path = snapshots.get(global_step)
@@ -369,3 +397,8 @@ class Trainer:
 
 
 _NO_AUG = AugmentConfig(scale=(1.0, 1.0), rotate_deg=0.0, jitter=0.0, flip=False)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
