@@ -16,7 +16,8 @@ The data are synthetic rooms rendered on the machine, not carried.
 (b) ``Trainer.time_steps``: FCRN-ResNet50 at 228x304, batch 64 and 128, dense and 80%-masked,
     eager / compile / compile reduce-overhead: img/s and MFU (6 x forward MACs per image over
     the step time, against the device's nominal bf16 peak and a measured bf16 matmul rate).
-(c) one IMP level end to end (train + evaluate + prune) at NYU size, 795 training frames.
+(c) one IMP level end to end (train + evaluate + prune) at NYU size, 795 training frames;
+and a torch.profiler summary of the fastest configuration: where a step's time goes.
 
 Each row that fails records its error instead of stopping the script (timm's benchmark habit);
 rows that would run past ``--budget-s`` are skipped and say so. Writes ``gpu_check.json`` and
@@ -58,7 +59,7 @@ class Report:
 
     def __init__(self, out: Path, budget_s: float, env: dict):
         self.out, self.budget_s, self.t0 = out, budget_s, time.perf_counter()
-        self.data = {"env": env, "correctness": [], "throughput": [], "imp_level": [], "skipped": []}
+        self.data = {"env": env, "correctness": [], "throughput": [], "profile": [], "imp_level": [], "skipped": []}
         out.mkdir(parents=True, exist_ok=True)
 
     def left(self) -> float:
@@ -261,6 +262,31 @@ def throughput(cache: Path, device: str, arch: str, batch: int, masked: bool, mo
             **{k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}, "model_tflops": round(flops, 1), **mfu}
 
 
+def profile_steps(cache: Path, device: str, arch: str, batch: int, mode: str, steps: int = 5) -> dict:
+    """Where a step's time goes: the top operators by device time (torch.profiler), for BENCHMARKS.md."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from edgeticket.data.dataset import PreparedData
+    from edgeticket.models import build_model
+    from edgeticket.train.config import TrainConfig
+    from edgeticket.train.run import run_meta
+    from edgeticket.train.trainer import Trainer
+
+    data = PreparedData(cache)
+    cfg = TrainConfig(batch_size=batch, compile=mode != "eager", compile_mode=mode if mode != "eager" else "default")
+    with tempfile.TemporaryDirectory() as d:
+        t = Trainer(build_model(arch), data, cfg, d, meta=run_meta(arch, data), device=device, progress=False)
+        t.time_steps(steps=1, warmup=3)  # compile and warm up outside the profile
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+        with profile(activities=acts) as prof:
+            r = t.time_steps(steps=steps, warmup=0)
+    key = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    rows = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0), reverse=True)[:15]
+    total = sum(getattr(e, key, 0) for e in prof.key_averages()) or 1
+    return {"arch": arch, "batch": batch, "mode": mode, "images_per_s": round(r["images_per_s"], 1),
+            "top_ops": [{"op": e.key, "share": round(getattr(e, key, 0) / total, 3), "calls": e.count} for e in rows]}
+
+
 # -- (c) one IMP level end to end ----------------------------------------------------------------
 
 def imp_level(cache: Path, work: Path, device: str, arch: str, epochs: int, mode: str) -> dict:
@@ -323,6 +349,10 @@ def markdown(d: dict) -> str:
         lines.append(f"| {r['arch']} | {r['input']} | {r['batch']} | {r['masked']} | {r['mode']} | {r['images_per_s']:.0f} | "
                      f"{r['step_ms']:.1f} | {r['warmup_s']:.1f} | {r.get('mfu_vs_nominal', '–')} | {r.get('mfu_vs_measured', '–')} | "
                      f"{r.get('max_memory_gib', '–')} |")
+    for r in d.get("profile", []):
+        lines += ["", f"## Where the time goes: {r['name']}", ""]
+        lines += [r["error"]] if "error" in r else [f"- {o['op']}: {100 * o['share']:.1f}% ({o['calls']} calls)"
+                                                     for o in r["top_ops"]]
     lines += ["", "## One IMP level end to end", ""]
     for r in d["imp_level"]:
         lines.append(f"- {r['name']}: " + (r.get("error") or ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("name", "trace"))))
@@ -374,6 +404,8 @@ def main() -> None:
                 report.row("throughput", f"{arch} b{bs} {'masked80' if masked else 'dense'} {mode}",
                            lambda bs=bs, masked=masked, mode=mode: throughput(caches[big], a.device, arch, bs, masked, mode,
                                                                               steps, warm, peak), need_s=need)
+    report.row("profile", f"{arch} b{batches[0]} {modes[-1]}",
+               lambda: profile_steps(caches[big], a.device, arch, batches[0], modes[-1]), need_s=0 if a.quick else 60)
     report.row("imp_level", f"{arch} {epochs} epochs, reduce-overhead" if not a.quick else f"{arch} {epochs} epoch",
                lambda: imp_level(caches[big], out / "work", a.device, arch, epochs,
                                  "eager" if a.quick else "reduce-overhead"), need_s=0 if a.quick else 150)
