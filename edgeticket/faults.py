@@ -5,7 +5,8 @@ deliver ACTION to itself: ``KILL`` (SIGKILL, the default: no cleanup at all), ``
 ``INT`` (pre-emption, handled like a real signal). Points: ``step`` (after an optimizer step,
 mid-epoch), ``write`` (a temporary file written, before its rename: a checkpoint write in
 progress), ``level`` (a search level finished, before the next starts), ``mask`` (a level's
-mask being computed, before it is saved) and ``start`` (before anything is saved).
+mask being computed, before it is saved), ``swap`` (a staged folder complete, between its two
+renames) and ``start`` (before anything is saved).
 Without the variable every ``point`` is a dictionary lookup and nothing else.
 """
 

@@ -38,6 +38,9 @@ REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 PIPELINE_STATE = "pipeline.json"
 LOCK = ".lock"
+RUN_MARKER = ".edgeticket.json"  # every folder a command writes: its kind, settings and their hash
+LOCK_SUFFIX = ".edgeticket-lock"  # beside a folder: the advisory lock of the command writing it
+COMMIT_MARK = ".committed"  # in a staging folder: the new set is complete, swap it in
 
 # The pipeline's run folder: one sub-folder per stage.
 PIPE_DATA = "data/synth"
