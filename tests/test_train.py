@@ -59,7 +59,7 @@ def numpy_metrics(pred_small: np.ndarray, gt: np.ndarray) -> dict:
         p = np.clip(p, 1e-3, 10)
         crop = np.zeros_like(g, dtype=bool)
         crop[45:471, 41:601] = True
-        v = crop & (g > 1e-3) & (g <= 10)
+        v = crop & (g > 1e-3) & (g < 10)  # strict at both ends, as BTS and AdaBins
         p, g = p[v], g[v].astype(np.float64)
         thr = np.maximum(p / g, g / p)
         rows.append([
@@ -75,6 +75,7 @@ def _fake_batch(n=5, seed=0):
     gt = rng.uniform(0.5, 9.0, (n, 1, 480, 640)).astype(np.float32)
     gt[:, :, :60] = 0  # missing depth
     gt[:, :, 100:120, 100:200] = 12.0  # beyond 10 m: not scored
+    gt[:, :, 200:260, 300:400] = 10.0  # a nyu2 PNG's 10000 mm: not scored either (strict <)
     pred = (rng.uniform(0.3, 11.0, (n, 1, 60, 80))).astype(np.float32)
     return pred, gt
 
@@ -85,6 +86,48 @@ def test_metrics_match_an_independent_numpy_computation():
     ref = numpy_metrics(pred, gt)
     for k in METRIC_KEYS:
         assert ours[k] == pytest.approx(ref[k], rel=1e-9, abs=1e-12), k
+
+
+def bts_prediction(pred: np.ndarray) -> np.ndarray:
+    """BTS's bts_eval.py on a prediction, written out: clip, then inf -> max and NaN -> min."""
+    p = pred.copy()
+    with np.errstate(invalid="ignore"):
+        p[p < 1e-3] = 1e-3
+        p[p > 10] = 10
+    p[np.isinf(p)] = 10
+    p[np.isnan(p)] = 1e-3
+    return p
+
+
+def test_gt_of_exactly_10_m_is_not_scored():
+    gt = torch.full((1, 1, 480, 640), 10.0)
+    gt[..., :240, :] = 2.0
+    pred = torch.full((1, 1, 60, 80), 2.0)  # right wherever it is scored
+    m = compute_metrics(pred, gt)
+    assert m["abs_rel"] == 0.0 and m["delta1"] == 1.0 and m["n_images"] == 1
+
+
+def test_a_nan_model_scores_like_bts_and_is_counted():
+    pred, gt = _fake_batch(4, seed=2)
+    pred = pred.clip(0.5, 9.0)  # in range, so that BTS's clip before upsampling and ours after agree
+    pred[0] = np.nan  # diverged
+    pred[1, :, :20] = np.nan
+    pred[2, :, 10:30, 5:9] = np.inf
+    pred[3, :, 40:, :] = -np.inf
+    ours = compute_metrics(torch.from_numpy(pred), torch.from_numpy(gt))
+    ref = numpy_metrics(bts_prediction(pred), gt)
+    for k in METRIC_KEYS:
+        assert math.isfinite(ours[k]), k
+        assert ours[k] == pytest.approx(ref[k], rel=1e-6), k
+    assert ours["nonfinite"] == int((~np.isfinite(pred)).sum()) == 80 * 60 + 20 * 80 + 20 * 4 + 20 * 80
+
+
+def test_metrics_stay_finite_for_huge_predictions():
+    _, gt = _fake_batch(2, seed=3)
+    pred = torch.full((2, 1, 60, 80), 3.0e38)
+    pred[1, :, ::2] = -3.0e38
+    m = compute_metrics(pred, torch.from_numpy(gt))
+    assert all(math.isfinite(m[k]) for k in METRIC_KEYS) and m["nonfinite"] == 0
 
 
 def test_delta_is_strict():
