@@ -5,7 +5,7 @@ pipeline has no defaults of its own, an unknown key is an error naming it and it
 and every value is checked before the first stage runs.
 
     [run]      out, device                          -> RunSection
-    [data]     source, synth_frames, synth_seed     -> DataSection (+ DataConfig's keys)
+    [data]     source, synth_frames/_seed/_views    -> DataSection (+ DataConfig's keys)
     [model]    arch, pretrained                     -> ModelConfig
     [train]    the defaults of every training below -> TrainConfig
     [dense]    the dense fine-tune (over [train])   -> TrainConfig
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeticket.bench.config import BenchConfig
-from edgeticket.data.config import DataConfig
+from edgeticket.data.config import DEFAULT_VIEWS, DataConfig
 from edgeticket.errors import UserError
 from edgeticket.export.config import ExportConfig
 from edgeticket.hparams import Hparams, hfield, parse_path
@@ -52,6 +52,8 @@ class DataSection(Hparams):
                          check=lambda v: None if v.strip() else "give synth or a dataset folder")
     synth_frames: int = hfield(96, help="Rooms to render when source = synth.", low=8, high=65_535)
     synth_seed: int = hfield(0, help="The rooms' seed.", low=0, high=2**31 - 1)
+    synth_views: int = hfield(DEFAULT_VIEWS, help="Views of each room when source = synth (a room is a scene).",
+                              low=1, high=64)
     prepare: DataConfig = hfield(default_factory=DataConfig, help="Input size and validation carve.", nested=True)
 
 

@@ -93,7 +93,7 @@ class Pipeline:
         target = self.data_dir()
         if (target / LABELED_FILE).exists() and (target / paths.SPLITS_MAT).exists():
             return {"dataset": str(target), "reused": True}
-        return write_synthetic(target, d.synth_frames, d.synth_seed, progress=self.progress)
+        return write_synthetic(target, d.synth_frames, d.synth_seed, progress=self.progress, views=d.synth_views)
 
     def stage_prepare(self) -> dict:
         from edgeticket.data.prepare import resolve_data
