@@ -324,6 +324,57 @@ def test_resume_with_another_arch_is_refused(cache, tmp_path):
         finetune(cache, tmp_path / "ft", tiny_finetune_config(tiny_train_config(epochs=1), arch="fcrn_resnet18"), resume=True, progress=False)
 
 
+def _conv_weights(sd: dict) -> dict:
+    return {k: v for k, v in sd.items() if k.endswith(".weight") and v.dim() == 4}
+
+
+def test_finetune_starts_from_a_weights_file_and_records_the_start(cache, tmp_path):
+    from edgeticket.fsio import sha256_file
+
+    torch.manual_seed(5)
+    start = build_model("fcrn_tiny").state_dict()
+    torch.save(start, tmp_path / "start.pt")
+    still = tiny_finetune_config(tiny_train_config(epochs=1, optimizer="adamw", lr=1e-9, weight_decay=0.0))
+    finetune(cache, tmp_path / "ft", still, init_from=tmp_path / "start.pt", progress=False)
+    final = torch.load(tmp_path / "ft" / paths.FINAL, weights_only=True)
+    torch.manual_seed(still.train.seed)
+    default = build_model("fcrn_tiny").state_dict()  # where it would have started without init_from
+    for k, w in _conv_weights(start).items():
+        assert torch.allclose(final[k], w, atol=1e-6), k  # an lr of 1e-9 barely moves them
+        assert not torch.allclose(default[k], w, atol=1e-3), k
+    meta = json.loads((tmp_path / "ft" / paths.META).read_text())
+    assert meta["start"] == {"weights": str((tmp_path / "start.pt").resolve()),
+                             "sha256": sha256_file(tmp_path / "start.pt"), "step": 0}
+    assert meta["data"]["val_carve"] == "scene"  # the synthetic rooms are carved by room
+    metrics = json.loads((tmp_path / "ft" / paths.METRICS).read_text())
+    assert metrics["val"]["nonfinite"] == 0 == metrics["test"]["nonfinite"]
+    # a model directory works too (its model.pt), and a bad start is refused before anything is written
+    finetune(cache, tmp_path / "ft2", still, init_from=tmp_path / "ft", progress=False)
+    assert json.loads((tmp_path / "ft2" / paths.META).read_text())["start"]["weights"].endswith("ft/model.pt")
+    with pytest.raises(UserError, match="--init-from .*nope.pt: no such weights file"):
+        finetune(cache, tmp_path / "ft3", still, init_from=tmp_path / "nope.pt", progress=False)
+    with pytest.raises(UserError, match="--start-step 99: this run has"):
+        finetune(cache, tmp_path / "ft", still, init_from=tmp_path / "start.pt", start_step=99, overwrite=True,
+                 progress=False)
+    assert not (tmp_path / "ft3").exists() and (tmp_path / "ft" / paths.FINAL).exists()
+
+
+def test_start_step_continues_the_schedule_of_a_run_from_step_0(cache, tmp_path):
+    from edgeticket.data.dataset import PreparedData
+    from edgeticket.train.optim import batch_plan
+
+    cfg = tiny_finetune_config(tiny_train_config(epochs=2, warmup_epochs=0.5))
+    torch.manual_seed(1)
+    torch.save(build_model("fcrn_tiny").state_dict(), tmp_path / "w.pt")
+    spe = batch_plan(PreparedData(cache).count("train"), cfg.train)[1]
+    finetune(cache, tmp_path / "full", cfg, init_from=tmp_path / "w.pt", progress=False)
+    finetune(cache, tmp_path / "late", cfg, init_from=tmp_path / "w.pt", start_step=spe, progress=False)
+    full, late = ([json.loads(x) for x in (tmp_path / d / paths.LOG).read_text().splitlines()] for d in ("full", "late"))
+    assert [r["epoch"] for r in full] == [0, 1] and [r["epoch"] for r in late] == [1]
+    assert late[0]["lr"] == pytest.approx(full[1]["lr"], rel=1e-12)  # the same schedule, advanced to the step
+    assert json.loads((tmp_path / "late" / paths.META).read_text())["start"]["step"] == spe
+
+
 # -- data parallel ------------------------------------------------------------------------------
 
 def _ddp_worker(rank: int, root: str, cache: str) -> None:

@@ -12,7 +12,8 @@ and every value is checked before the first stage runs.
     [search]   the channel search (+ [train] keys)  -> SearchConfig
     [search_unstructured]  optional second search   -> SearchConfig
     [branches] random_seeds, levels                 -> BranchesSection
-    [ticket]   the chosen ticket's fine-tune        -> TrainConfig
+    [ticket]   the chosen ticket's fine-tune        -> TrainConfig (over [dense]: the same
+               epochs and schedule as the dense model, from the search's rewind point)
     [export]                                        -> ExportConfig
     [bench]                                         -> BenchConfig
 """
@@ -122,14 +123,33 @@ def load_config(path: str | Path) -> PipelineConfig:
     def search(section: str) -> SearchConfig:
         return SearchConfig.from_dict(table(section), where(section), base=shared, flatten=("train",))
 
+    dense = TrainConfig.from_dict(table("dense"), where("dense"), base=base_train)
+    channel_search = search("search")
+    # a fair comparison: the ticket trains as the dense model did, unless [ticket] says otherwise
+    ticket = TrainConfig.from_dict(table("ticket"), where("ticket"), base=dense.to_dict())
+    _check_ticket_start(ticket, channel_search, where("ticket"))
     return PipelineConfig(
         path=path, run=run, data=data, model=model,
-        dense=TrainConfig.from_dict(table("dense"), where("dense"), base=base_train),
-        search=search("search"),
+        dense=dense,
+        search=channel_search,
         search_unstructured=search("search_unstructured") if raw.get("search_unstructured") else None,
         branches=BranchesSection.from_dict(table("branches"), where("branches")),
-        ticket=TrainConfig.from_dict(table("ticket"), where("ticket"), base=base_train),
+        ticket=ticket,
         export=ExportConfig.from_dict(table("export"), where("export")),
         bench=BenchConfig.from_dict(table("bench"), where("bench")),
         raw=raw,
     )
+
+
+def _check_ticket_start(ticket: TrainConfig, search: SearchConfig, where: str) -> None:
+    """The ticket starts at its search's rewind point, which must lie inside the ticket's training."""
+    rewind = search.rewind
+    if rewind.kind == "epoch" and rewind.k >= ticket.epochs:
+        raise UserError(f"{where}: epochs = {ticket.epochs}: the ticket starts at its search's rewind point "
+                        f"{rewind}, so it needs more than {rewind.k} epochs.")
+
+
+def ticket_differences(cfg: PipelineConfig) -> list[str]:
+    """The training settings in which the ticket's fine-tune differs from the dense model's."""
+    dense, ticket = cfg.dense.to_dict(), cfg.ticket.to_dict()
+    return [k for k in dense if dense[k] != ticket[k]]
