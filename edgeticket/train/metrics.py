@@ -58,9 +58,8 @@ def per_image(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch
     if gt.dim() == 3:
         gt = gt[:, None]
     pred, nonfinite = finite_prediction(pred)
-    pred = upsample_to(pred, tuple(gt.shape[-2:])).double()
-    # finite values so large that the upsampling overflows get the same rule
-    pred = torch.nan_to_num(pred, nan=MIN_DEPTH).clamp(MIN_DEPTH, MAX_DEPTH)
+    # |depth| > 1e30 could overflow to inf in the float32 upsampling; every such pixel clips to a bound anyway
+    pred = upsample_to(pred.clamp(-1e30, 1e30), tuple(gt.shape[-2:])).double().clamp(MIN_DEPTH, MAX_DEPTH)
     gt = gt.double()
     valid = (gt > MIN_DEPTH) & (gt < MAX_DEPTH) & eigen_mask(*gt.shape[-2:], device=gt.device)
     vf = valid.double()
