@@ -14,6 +14,7 @@ from edgeticket.train.run import (
     DEFAULT_DEVICE,
     check_out_dir,
     open_prepared,
+    refuse_out_near_data,
     run_meta,
     setup_device,
 )
@@ -52,6 +53,7 @@ def finetune(
     out = Path(out)
     weights = _start_weights(init_from)
     dev = setup_device(device)
+    refuse_out_near_data(out, data)  # before the data folder gets a cache
     prepared = open_prepared(data, cfg.data, progress)
     start_step = _checked_start_step(start_step, prepared.count("train"), cfg)  # before --overwrite clears anything
     check_out_dir(out, resume, overwrite, data)
