@@ -18,6 +18,7 @@ _API = {
     "bench": "edgeticket.bench",
     "run_branches": "edgeticket.tickets.branches",
     "import_ticket": "edgeticket.tickets.formats",
+    "ticket_start": "edgeticket.tickets.start",
     "prepare": "edgeticket.data.prepare",
     "write_synthetic": "edgeticket.data.synth",
     "run_pipeline": "edgeticket.pipeline",

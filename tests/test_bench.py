@@ -53,7 +53,8 @@ def test_whole_chain_report_and_plots(chain, synth_dir, tmp_path):
     base, t = r["models"][0], r["models"][1]
     assert base["baseline"] and not t["baseline"]
     for m in r["models"]:
-        assert set(METRIC_KEYS) == set(m["metrics"]) and set(m["latency_ms"]) == {"p50", "p90", "mean", "min"}
+        assert {*METRIC_KEYS, "nonfinite"} == set(m["metrics"]) and set(m["latency_ms"]) == {"p50", "p90", "mean", "min"}
+        assert m["metrics"]["nonfinite"] == 0
         assert m["latency_ms"]["min"] <= m["latency_ms"]["p50"] <= m["latency_ms"]["p90"]
         assert m["size"]["bytes"] > 0 and m["size"]["macs"] > 0 and m["vs_baseline"]["metrics_delta"]
         assert set(m["throughput_img_s"]) == {"batch1", "batch4"}
@@ -198,3 +199,33 @@ def test_mac_metadata_matches_a_fresh_count(chain):
     model, _ = load_model_dir(chain / "e_ticket")
     assert int(md["macs"]) == count_macs(fold_batchnorm(model.eval()), SIZE)
     assert torch.is_tensor(next(model.parameters()))
+
+
+class _ConstantDepth(torch.nn.Module):
+    """Predicts a fixed depth map, whatever the image: a stand-in for a diverged network."""
+
+    def __init__(self, depth: torch.Tensor):
+        super().__init__()
+        self.register_buffer("fixed", depth[None, None])
+
+    def forward(self, x):
+        return x[:, :1].mean(dim=(2, 3), keepdim=True) * 0 + self.fixed
+
+
+def test_a_diverged_onnx_model_scores_like_bts_and_its_nonfinite_pixels_are_counted(synth_dir, tmp_path):
+    h, w = SIZE
+    depth = torch.full((h, w), 2.0)
+    depth[: h // 4] = float("nan")
+    depth[h // 2: h // 2 + 3] = float("inf")
+    depth[-2:] = float("-inf")
+    bts = depth.clone()  # BTS's rule applied by hand: NaN -> 1e-3, +inf -> 10, -inf -> 1e-3
+    bts[: h // 4], bts[h // 2: h // 2 + 3], bts[-2:] = 1e-3, 10.0, 1e-3
+    flags = dict(input_size=str(SIZE), mean="0.485,0.456,0.406", std="0.229,0.224,0.225")
+    for name, d in (("diverged.onnx", depth), ("bts.onnx", bts)):
+        export_onnx(_ConstantDepth(d).eval(), tmp_path / name, SIZE, {})
+    r = bench([str(tmp_path / "bts.onnx")], str(tmp_path / "diverged.onnx"), synth_dir, tmp_path / "b", runs=2,
+              warmup=1, progress=False, **flags)
+    diverged, finite = r["models"][0]["metrics"], r["models"][1]["metrics"]
+    assert diverged["nonfinite"] == r["test_frames"] * (h // 4 + 3 + 2) * w and finite["nonfinite"] == 0
+    for k in METRIC_KEYS:
+        assert np.isfinite(diverged[k]) and diverged[k] == pytest.approx(finite[k], rel=1e-6), k

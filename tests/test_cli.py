@@ -31,10 +31,11 @@ def test_top_level_lists_every_command():
 
 
 @pytest.mark.parametrize("cmd, options", [
-    (["data", "synth"], ["--n", "--seed", "--out", "--preset"]),
-    (["data", "prepare"], ["--out", "--input-size", "--val-fraction"]),
+    (["data", "synth"], ["--n", "--seed", "--out", "--preset", "--views"]),
+    (["data", "prepare"], ["--out", "--input-size", "--val-fraction", "--val-carve"]),
     (["data", "fetch"], ["--out", "--sha256"]),
-    (["finetune"], ["--data", "--arch", "--pretrained", "--mask", "--input-size", "--epochs", "--out", "--device", "--resume", "--overwrite"]),
+    (["finetune"], ["--data", "--arch", "--pretrained", "--mask", "--input-size", "--epochs", "--out", "--device", "--resume",
+                    "--overwrite", "--init-from", "--start-step", "--val-carve"]),
     (["search"], ["--data", "--arch", "--pretrained", "--levels", "--epochs", "--criterion", "--out", "--input-size",
                   "--device", "--resume", "--target-sparsity", "--scope", "--rewind", "--round-to", "--overwrite"]),
     (["tickets", "import"], ["--arch", "--out", "--allow-pickle"]),
@@ -160,6 +161,10 @@ def test_synth_and_prepare_on_tiny_data(tmp_path):
     (["bench", "M.onnx", "--data", "DATA", "--baseline", "M.onnx", "--out", "OUT", "--gate", "speedup=2"], "--gate 'speedup=2'"),
     (["tickets", "show", "/no/mask.pt"], "/no/mask.pt"),
     (["data", "synth", "--n", "3", "--out", "OUT"], "--n"),
+    (["data", "synth", "--n", "8", "--views", "8", "--out", "OUT"], "--views 8"),
+    (["data", "prepare", "DATA", "--out", "OUT", "--val-carve", "room"], "--val-carve 'room'"),
+    (["finetune", "--data", "DATA", "--out", "OUT", "--start-step", "pretrained"], "--start-step 'pretrained'"),
+    (["finetune", "--data", "DATA", "--out", "OUT", "--init-from", "/no/start.pt"], "--init-from /no/start.pt"),
 ])
 def test_bad_input_is_one_sentence_and_exit_2(tmp_path, argv, needle):
     (tmp_path / "DATA").mkdir()

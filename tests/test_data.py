@@ -12,6 +12,7 @@ import torch
 from helpers import SIZE, shared_nyu
 from PIL import Image
 
+from edgeticket import paths
 from edgeticket.data.augment import AugmentConfig, AugmentParams, augment, sample_params, to_input
 from edgeticket.data.config import DataConfig
 from edgeticket.data.dataset import PreparedData
@@ -235,6 +236,79 @@ def test_val_fraction_is_seeded(tmp_path):
     c = open_with_split(tmp_path, 0.25, seed=1)[1]
     assert a.val.tolist() == b.val.tolist() and len(a.val) == 3
     assert a.val.tolist() != c.val.tolist()
+
+
+def _room(name: str) -> str:
+    """kitchen_0001b -> kitchen_0001: NYU's visits of one room, written out for the test."""
+    return name[:-1] if name[-1].isalpha() else name
+
+
+def _scene_mat(folder, names, train, test):
+    write_labeled_mat(folder / LABELED_FILE, [], len(names), scenes=names, unwritten_ok=True)  # no frame data
+    write_splits_mat(folder / "splits.mat", np.asarray(train), np.asarray(test))
+    return folder
+
+
+SCENES = ["kitchen_0001a", "kitchen_0001b", "bedroom_0002", "office_0003", "bathroom_0004a", "bathroom_0004b",
+          "study_0005", "dining_room_0006", "living_room_0007a", "living_room_0007b"]  # 7 rooms, 3 visited twice
+
+
+def test_validation_is_carved_by_whole_scenes_where_the_mat_names_them(tmp_path):
+    names = [SCENES[i // 3] for i in range(30)]  # 3 frames a scene
+    folder = _scene_mat(tmp_path, names, np.arange(24), np.arange(24, 30))
+    vals = set()
+    for seed in range(6):
+        _, s = open_with_split(folder, 0.25, seed=seed)
+        assert s.val_carve == "scene" and s.test.tolist() == list(range(24, 30))  # test untouched
+        assert np.array_equal(np.sort(np.concatenate([s.train, s.val])), np.arange(24))
+        train_rooms, val_rooms = {_room(names[i]) for i in s.train}, {_room(names[i]) for i in s.val}
+        assert not train_rooms & val_rooms, seed  # no room on both sides, visits included
+        assert abs(len(s.val) - 6) <= 3  # the fraction, to within half a scene of frames
+        vals.add(tuple(s.val))
+        assert open_with_split(folder, 0.25, seed=seed)[1].val.tolist() == s.val.tolist()  # seeded
+    assert len(vals) > 2
+    by_frame = open_with_split(folder, 0.25, seed=0, carve="frame")[1]
+    assert by_frame.val_carve == "frame"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    write_labeled_mat(plain / LABELED_FILE, [], 30, unwritten_ok=True)
+    write_splits_mat(plain / "splits.mat", np.arange(24), np.arange(24, 30))
+    without = open_with_split(plain, 0.25, seed=0)[1]  # no scene names: by frame, as before
+    assert without.val_carve == "frame" and without.val.tolist() == by_frame.val.tolist()
+    with pytest.raises(UserError, match=r"--val-carve scene: .*plain names no scenes"):
+        open_with_split(plain, 0.25, carve="scene")
+
+
+def test_unnamed_frames_carve_alone_and_one_scene_falls_back_to_frames(tmp_path):
+    names = ["", "", "a_0001", "a_0001", "", "b_0002", "b_0002", "b_0002", "", ""]
+    _, s = open_with_split(_scene_mat(tmp_path, names, np.arange(8), [8, 9]), 0.3, seed=1)
+    assert s.val_carve == "scene"
+    for scene in ("a_0001", "b_0002"):
+        members = {i for i in range(8) if names[i] == scene}
+        assert members <= set(s.val.tolist()) or not members & set(s.val.tolist())
+    one = tmp_path / "one"
+    one.mkdir()
+    _, s = open_with_split(_scene_mat(one, ["a_0001"] * 8 + ["b_0002"] * 2, np.arange(8), [8, 9]), 0.25)
+    assert s.val_carve == "frame" and len(s.val) == 2  # train is one scene: auto carves by frame
+    with pytest.raises(UserError, match="all of one scene"):
+        open_with_split(one, 0.25, carve="scene")
+
+
+def test_the_cache_and_the_model_say_which_carve_was_used(cache, synth_dir, tmp_path):
+    data = PreparedData(cache)
+    assert data.meta["val_carve"] == "scene"  # the synthetic rooms name their scenes
+    room = {}  # frame -> room, from the scene names the generator wrote
+    names = open_source(synth_dir).scene_names()
+    for name in ("train", "val", "test"):
+        with h5py.File(cache / paths.cache_split(name)) as f:
+            frames = f["frame"][:].tolist()
+        room[name] = {names[f] for f in frames}
+        assert data.meta["scenes"][name] == len(room[name])
+    assert room["val"] and not room["val"] & room["train"] and not room["test"] & (room["train"] | room["val"])
+    frame = prepare(synth_dir, tmp_path / "c", DataConfig(input_size=SIZE, val_fraction=0.15, val_carve="frame"),
+                    progress=False)
+    meta = PreparedData(frame).meta
+    assert meta["val_carve"] == "frame" and "scenes" not in meta and meta["key"] != data.meta["key"]
 
 
 # -- bad input -------------------------------------------------------------------------------------

@@ -85,6 +85,40 @@ def test_fast_model_equals_naive_model():
     assert count_macs(naive, (228, 304)) > 1.3 * count_macs(fast, (228, 304))
 
 
+@pytest.mark.parametrize("name", ["fcrn_tiny", "fcrn_resnet18"])
+def test_fast_and_naive_models_are_the_same_model_at_init(name):
+    torch.manual_seed(3)
+    fast = build_model(name, fast=True).eval()
+    torch.manual_seed(3)
+    naive = build_model(name, fast=False).eval()
+    for mname, mod in naive.named_modules():
+        if isinstance(mod, NaiveUpConv):
+            sub = fast.get_submodule(mname)
+            for k, (rows, cols) in {"a": (0, 0), "b": (1, 0), "c": (0, 1), "d": (1, 1)}.items():
+                # the slices of one Kaiming 5x5 draw, not four draws on the sub-convs' own fans
+                assert torch.equal(getattr(sub, k).weight, mod.conv.weight[:, :, rows::2, cols::2]), (mname, k)
+            fan_out = mod.conv.weight.shape[0] * 25
+            std = torch.cat([getattr(sub, k).weight.flatten() for k in "abcd"]).std().item()
+            assert std == pytest.approx((2 / fan_out) ** 0.5, rel=0.1)
+    x = torch.randn(2, 3, 48, 64)
+    with torch.no_grad():
+        feats = [m.decoder(m.encoder(x)) for m in (fast, naive)]
+        outs = [m(x) for m in (fast, naive)]
+    assert torch.allclose(feats[0], feats[1], rtol=1e-4, atol=1e-5 * feats[1].abs().max().item())
+    assert torch.allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_lone_fast_upconv_has_nn_conv2d_s_default_init_of_its_5x5():
+    torch.manual_seed(7)
+    fast = FastUpConv(6, 5, bias=True)
+    torch.manual_seed(7)
+    naive = NaiveUpConv(6, 5, bias=True)
+    fast_d = fast.d.weight
+    assert torch.equal(fast_d, naive.conv.weight[:, :, 1::2, 1::2]) and torch.equal(fast.a.bias, naive.conv.bias)
+    x = torch.randn(1, 6, 5, 7)
+    assert torch.allclose(fast(x), naive(x), atol=1e-5)
+
+
 class _Small(nn.Module):
     def __init__(self):
         super().__init__()

@@ -11,6 +11,7 @@ from edgeticket.bench.config import BenchConfig
 from edgeticket.data.config import DataConfig
 from edgeticket.errors import UserError
 from edgeticket.export.config import ExportConfig
+from edgeticket.fsio import sha256_file
 from edgeticket.models.config import ModelConfig
 from edgeticket.models.registry import get_record
 from edgeticket.pipeline import PRESETS, STAGES, load_config, preset_path, run_pipeline
@@ -57,9 +58,6 @@ epochs = 1
 random_seeds = 1
 levels = [1]
 
-[ticket]
-epochs = 1
-
 [export]
 int8 = true
 calib_images = 8
@@ -87,6 +85,11 @@ def test_tiny_pipeline_runs_and_reruns_skip_every_stage(tmp_path):
     assert sel["level"] >= 1  # chosen by validation delta1 among the pruned levels
     meta = json.loads((tmp_path / "run" / "finetune" / "ticket" / paths.META).read_text())
     assert meta["ticket"]["level"] == sel["level"]
+    # the fair comparison: the ticket starts where its search's levels start, and trains as the dense model did
+    start = tmp_path / "run" / "search" / paths.START
+    assert meta["start"] == {"weights": str(start.resolve()), "sha256": sha256_file(start), "step": 0}
+    dense = json.loads((tmp_path / "run" / "finetune" / "dense" / paths.META).read_text())
+    assert meta["train"] == dense["train"] and state["stages"]["ticket"]["differs_from_dense"] == []
     logs.clear()
     run_pipeline(cfg, tmp_path / "run", progress=False, log=logs.append)
     assert logs == [f"[{s}] done earlier, skipped" for s in STAGES]
@@ -97,6 +100,8 @@ def test_presets_load_and_validate(name):
     cfg = load_config(preset_path(name))
     assert isinstance(cfg.search, SearchConfig) and isinstance(cfg.dense, TrainConfig)
     assert cfg.search.model == cfg.model and cfg.search.data == cfg.data.prepare
+    assert cfg.ticket == cfg.dense  # the ticket gets the dense model's epochs and schedule, nothing else
+    assert cfg.branches.random_seeds >= (3 if name == "nyu-fcrn50" else 2)
     cfg.search.check()  # construction validated already; a second check must agree
     assert get_record(cfg.model.arch)
 
@@ -111,6 +116,7 @@ def test_sections_map_onto_the_stage_dataclasses_without_defaults_of_their_own(t
     cfg = load_config(tmp_path / "t.toml")
     assert (cfg.dense.lr, cfg.dense.epochs, cfg.search.train.lr, cfg.search.levels) == (0.5, 3, 0.25, 2)
     assert cfg.ticket.lr == 0.5 and cfg.search.train.epochs == TrainConfig().epochs
+    assert cfg.ticket == cfg.dense  # [ticket] is over [dense], so the ticket trains as the dense model
 
 
 @pytest.mark.parametrize("section, line, match", [
@@ -130,6 +136,38 @@ def test_bad_values_are_refused_before_any_stage_naming_file_section_and_key(tmp
         run_pipeline(tmp_path / "x.toml", tmp_path / "run", progress=False, log=lambda m: None)
     assert str(tmp_path / "x.toml") in str(e.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_ticket_that_would_end_before_its_rewind_point_is_refused(tmp_path):
+    (tmp_path / "x.toml").write_text("[run]\n[data]\n[model]\n[dense]\n[search]\nrewind = 'epoch:3'\n"
+                                     "[ticket]\nepochs = 2\n[export]\n[bench]\n")
+    with pytest.raises(UserError, match=r"x.toml \[ticket\]: epochs = 2: the ticket starts at .* epoch:3"):
+        load_config(tmp_path / "x.toml")
+
+
+@pytest.mark.slow
+def test_the_ticket_of_a_late_rewound_search_starts_at_its_rewind_step(tmp_path):
+    from edgeticket.data.dataset import PreparedData
+    from edgeticket.pipeline.stages import Pipeline
+    from edgeticket.train.optim import batch_plan
+
+    text = TINY.replace("[dense]\nepochs = 1", "[dense]\nepochs = 2").replace(
+        'levels = 3\nepochs = 1\nround_to = 2', 'levels = 2\nepochs = 2\nround_to = 2\nrewind = "epoch:1"')
+    (tmp_path / "late.toml").write_text(text)
+    cfg = load_config(tmp_path / "late.toml")
+    assert cfg.ticket.epochs == 2 and str(cfg.search.rewind) == "epoch:1"
+    pipe = Pipeline(cfg, tmp_path / "run", progress=False, log=lambda m: None)
+    pipe.load_state()
+    for stage in ("data", "prepare", "search", "select", "ticket"):  # what the ticket needs, no more
+        pipe.mark(stage, getattr(pipe, f"stage_{stage}")(), 0.0)
+    spe = batch_plan(PreparedData(pipe.cache()).count("train"), cfg.ticket)[1]
+    rewind = tmp_path / "run" / "search" / "level_00" / paths.REWIND
+    ticket = tmp_path / "run" / "finetune" / "ticket"
+    meta = json.loads((ticket / paths.META).read_text())
+    assert meta["start"] == {"weights": str(rewind.resolve()), "sha256": sha256_file(rewind), "step": spe}
+    assert pipe.state["stages"]["ticket"]["start"]["rewind"] == "epoch:1"
+    # it trains the dense model's remaining epoch, not two more from the rewind point
+    assert [json.loads(x)["epoch"] for x in (ticket / paths.LOG).read_text().splitlines()] == [1]
 
 
 def test_bad_config(tmp_path):

@@ -14,12 +14,15 @@ from edgeticket.data.synth import (
     frame_rng,
     render_frame,
     render_frames,
+    render_set_frame,
     synthetic_split,
+    view_rng,
     write_synthetic,
 )
 from edgeticket.data.synth.camera import world_rays
 from edgeticket.data.synth.raycast import cast
-from edgeticket.data.synth.scene import sample_scene
+from edgeticket.data.synth.scene import sample_scene, sample_view
+from edgeticket.data.synth.streams import SPLIT_TAG
 from edgeticket.errors import UserError
 
 H, W = 120, 160
@@ -133,11 +136,11 @@ def test_write_synthetic_reads_back_as_nyu(tmp_path):
         assert f["depths"].attrs["MATLAB_class"] == b"single"
 
     source = open_source(tmp_path)
-    assert len(source) == 10
-    assert source.scene_names() == [f"synthroom_{i:05d}" for i in range(10)]
-    for i in (0, 9):
+    assert len(source) == 10 and stats["views"] == 3 and stats["rooms"] == 4  # 3 + 3 + 3 + 1 views
+    assert source.scene_names() == [f"synthroom_{i // 3:05d}" for i in range(10)]
+    for i in (0, 4, 9):
         rgb, depth = source.read(i)
-        want_rgb, want_depth = render_frame(frame_rng(7, i))
+        want_rgb, want_depth = render_set_frame(7, i, views=3)
         assert np.array_equal(rgb, want_rgb) and np.array_equal(depth, want_depth)
     source.close()
 
@@ -146,8 +149,66 @@ def test_write_synthetic_reads_back_as_nyu(tmp_path):
     assert np.array_equal(every, np.arange(10))
     assert split.origin == str(tmp_path / SPLITS_FILE)
     train, test = read_splits_mat(tmp_path / SPLITS_FILE, 10)
-    assert len(train) == round(10 * 795 / 1449) == stats["n_train"]
+    assert len(train) == stats["n_train"] and not set(train // 3) & set(test // 3)  # whole rooms
+    assert split.val_carve == "scene" and not set(split.val // 3) & set(split.train // 3)
     source.close()
+
+
+def test_one_view_per_room_gives_the_rooms_of_old(tmp_path):
+    for i in (0, 5):
+        a, b = render_set_frame(4, i, views=1, height=H, width=W), small(4, i)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert np.array_equal(synthetic_split(64, 3, views=1)[0],
+                          np.sort(np.random.default_rng([3, SPLIT_TAG]).permutation(64)[:35]))
+    write_synthetic(tmp_path, n=8, seed=4, progress=False, views=1)
+    assert open_source(tmp_path).scene_names() == [f"synthroom_{i:05d}" for i in range(8)]
+
+
+def _inside(prim, point, pad=0.1) -> bool:
+    """Whether ``point`` lies in the solid (grown by ``pad``), from the solid's own definition."""
+    dx, dy, dz = (point[k] - prim.centre[k] for k in range(3))
+    if prim.kind == "sphere":
+        return dx * dx + dy * dy + dz * dz < (prim.size[0] + pad) ** 2
+    if prim.kind == "cylinder":
+        return dx * dx + dz * dz < (prim.size[0] + pad) ** 2 and -pad < dy < prim.size[1] + pad
+    c, s = np.cos(prim.yaw), np.sin(prim.yaw)  # local x, z are world (c, -s), (s, c)
+    local = (dx * c - dz * s, dy, dx * s + dz * c)
+    return all(abs(v) < h + pad for v, h in zip(local, prim.size, strict=True))
+
+
+def test_the_views_of_a_room_are_one_room_from_other_poses():
+    seed, views = 2, 4
+    frames = [render_set_frame(seed, i, views, H, W) for i in range(views)]
+    again = render_set_frame(seed, 2, views, H, W)
+    assert np.array_equal(again[0], frames[2][0]) and np.array_equal(again[1], frames[2][1])  # deterministic
+    geo_seed = int(frame_rng(seed, 0).integers(0, 2**62, size=3)[0])
+    room = sample_scene(np.random.default_rng(geo_seed))
+    fx, fy, cx, cy = camera_intrinsics(H, W)
+    v, u = np.mgrid[0:H, 0:W]
+    for k, (_, depth) in enumerate(frames):
+        scene = room if k == 0 else sample_view(view_rng(seed, 0, k), room)
+        assert scene.room == room.room and scene.prims == room.prims  # one room: the same geometry
+        x, y, z = scene.origin
+        assert 0 < x < room.room[0] and 0 < z < room.room[2] and 1.0 <= y <= 1.7
+        assert not any(_inside(p, scene.origin) for p in room.prims)
+        # the depth is this pose's: back-projected with it, floor pixels lie on the floor
+        t, sid, _ = cast(scene, world_rays(scene.rot, H, W), H, W)
+        assert np.allclose(np.clip(t, 1e-3, 10.0), depth, atol=1e-5)
+        cam = np.stack([(u - cx) / fx * depth, (v - cy) / fy * depth, depth], -1).astype(np.float64)
+        world = cam @ scene.rot.T + np.array(scene.origin)
+        assert (sid == 0).sum() > 100 and np.abs(world[sid == 0][:, 1]).max() < 1e-3
+    for a in range(views):
+        for b in range(a + 1, views):
+            assert np.abs(frames[a][1] - frames[b][1]).mean() > 0.05  # other poses, other depth maps
+
+
+def test_split_keeps_each_room_whole():
+    for n, views in ((240, 3), (64, 4), (10, 3), (9, 2)):
+        train, test = synthetic_split(n, 1, views)
+        assert np.array_equal(np.sort(np.concatenate([train, test])), np.arange(n))
+        assert len(train) and len(test) and not set(train // views) & set(test // views)
+        assert abs(len(train) - n * 795 / 1449) <= views / 2 + 0.5
+    assert not np.array_equal(synthetic_split(64, 0, 4)[0], synthetic_split(64, 1, 4)[0])
 
 
 def test_one_worker_writes_the_same_file_as_several(tmp_path):

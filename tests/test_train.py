@@ -59,7 +59,7 @@ def numpy_metrics(pred_small: np.ndarray, gt: np.ndarray) -> dict:
         p = np.clip(p, 1e-3, 10)
         crop = np.zeros_like(g, dtype=bool)
         crop[45:471, 41:601] = True
-        v = crop & (g > 1e-3) & (g <= 10)
+        v = crop & (g > 1e-3) & (g < 10)  # strict at both ends, as BTS and AdaBins
         p, g = p[v], g[v].astype(np.float64)
         thr = np.maximum(p / g, g / p)
         rows.append([
@@ -75,6 +75,7 @@ def _fake_batch(n=5, seed=0):
     gt = rng.uniform(0.5, 9.0, (n, 1, 480, 640)).astype(np.float32)
     gt[:, :, :60] = 0  # missing depth
     gt[:, :, 100:120, 100:200] = 12.0  # beyond 10 m: not scored
+    gt[:, :, 200:260, 300:400] = 10.0  # a nyu2 PNG's 10000 mm: not scored either (strict <)
     pred = (rng.uniform(0.3, 11.0, (n, 1, 60, 80))).astype(np.float32)
     return pred, gt
 
@@ -85,6 +86,48 @@ def test_metrics_match_an_independent_numpy_computation():
     ref = numpy_metrics(pred, gt)
     for k in METRIC_KEYS:
         assert ours[k] == pytest.approx(ref[k], rel=1e-9, abs=1e-12), k
+
+
+def bts_prediction(pred: np.ndarray) -> np.ndarray:
+    """BTS's bts_eval.py on a prediction, written out: clip, then inf -> max and NaN -> min."""
+    p = pred.copy()
+    with np.errstate(invalid="ignore"):
+        p[p < 1e-3] = 1e-3
+        p[p > 10] = 10
+    p[np.isinf(p)] = 10
+    p[np.isnan(p)] = 1e-3
+    return p
+
+
+def test_gt_of_exactly_10_m_is_not_scored():
+    gt = torch.full((1, 1, 480, 640), 10.0)
+    gt[..., :240, :] = 2.0
+    pred = torch.full((1, 1, 60, 80), 2.0)  # right wherever it is scored
+    m = compute_metrics(pred, gt)
+    assert m["abs_rel"] == 0.0 and m["delta1"] == 1.0 and m["n_images"] == 1
+
+
+def test_a_nan_model_scores_like_bts_and_is_counted():
+    pred, gt = _fake_batch(4, seed=2)
+    pred = pred.clip(0.5, 9.0)  # in range, so that BTS's clip before upsampling and ours after agree
+    pred[0] = np.nan  # diverged
+    pred[1, :, :20] = np.nan
+    pred[2, :, 10:30, 5:9] = np.inf
+    pred[3, :, 40:, :] = -np.inf
+    ours = compute_metrics(torch.from_numpy(pred), torch.from_numpy(gt))
+    ref = numpy_metrics(bts_prediction(pred), gt)
+    for k in METRIC_KEYS:
+        assert math.isfinite(ours[k]), k
+        assert ours[k] == pytest.approx(ref[k], rel=1e-6), k
+    assert ours["nonfinite"] == int((~np.isfinite(pred)).sum()) == 80 * 60 + 20 * 80 + 20 * 4 + 20 * 80
+
+
+def test_metrics_stay_finite_for_huge_predictions():
+    _, gt = _fake_batch(2, seed=3)
+    pred = torch.full((2, 1, 60, 80), 3.0e38)
+    pred[1, :, ::2] = -3.0e38
+    m = compute_metrics(pred, torch.from_numpy(gt))
+    assert all(math.isfinite(m[k]) for k in METRIC_KEYS) and m["nonfinite"] == 0
 
 
 def test_delta_is_strict():
@@ -279,6 +322,57 @@ def test_resume_with_another_arch_is_refused(cache, tmp_path):
     finetune(cache, tmp_path / "ft", tiny_finetune_config(tiny_train_config(epochs=1)), progress=False)
     with pytest.raises(UserError, match="checkpoint is for 'fcrn_tiny'"):
         finetune(cache, tmp_path / "ft", tiny_finetune_config(tiny_train_config(epochs=1), arch="fcrn_resnet18"), resume=True, progress=False)
+
+
+def _conv_weights(sd: dict) -> dict:
+    return {k: v for k, v in sd.items() if k.endswith(".weight") and v.dim() == 4}
+
+
+def test_finetune_starts_from_a_weights_file_and_records_the_start(cache, tmp_path):
+    from edgeticket.fsio import sha256_file
+
+    torch.manual_seed(5)
+    start = build_model("fcrn_tiny").state_dict()
+    torch.save(start, tmp_path / "start.pt")
+    still = tiny_finetune_config(tiny_train_config(epochs=1, optimizer="adamw", lr=1e-9, weight_decay=0.0))
+    finetune(cache, tmp_path / "ft", still, init_from=tmp_path / "start.pt", progress=False)
+    final = torch.load(tmp_path / "ft" / paths.FINAL, weights_only=True)
+    torch.manual_seed(still.train.seed)
+    default = build_model("fcrn_tiny").state_dict()  # where it would have started without init_from
+    for k, w in _conv_weights(start).items():
+        assert torch.allclose(final[k], w, atol=1e-6), k  # an lr of 1e-9 barely moves them
+        assert not torch.allclose(default[k], w, atol=1e-3), k
+    meta = json.loads((tmp_path / "ft" / paths.META).read_text())
+    assert meta["start"] == {"weights": str((tmp_path / "start.pt").resolve()),
+                             "sha256": sha256_file(tmp_path / "start.pt"), "step": 0}
+    assert meta["data"]["val_carve"] == "scene"  # the synthetic rooms are carved by room
+    metrics = json.loads((tmp_path / "ft" / paths.METRICS).read_text())
+    assert metrics["val"]["nonfinite"] == 0 == metrics["test"]["nonfinite"]
+    # a model directory works too (its model.pt), and a bad start is refused before anything is written
+    finetune(cache, tmp_path / "ft2", still, init_from=tmp_path / "ft", progress=False)
+    assert json.loads((tmp_path / "ft2" / paths.META).read_text())["start"]["weights"].endswith("ft/model.pt")
+    with pytest.raises(UserError, match="--init-from .*nope.pt: no such weights file"):
+        finetune(cache, tmp_path / "ft3", still, init_from=tmp_path / "nope.pt", progress=False)
+    with pytest.raises(UserError, match="--start-step 99: this run has"):
+        finetune(cache, tmp_path / "ft", still, init_from=tmp_path / "start.pt", start_step=99, overwrite=True,
+                 progress=False)
+    assert not (tmp_path / "ft3").exists() and (tmp_path / "ft" / paths.FINAL).exists()
+
+
+def test_start_step_continues_the_schedule_of_a_run_from_step_0(cache, tmp_path):
+    from edgeticket.data.dataset import PreparedData
+    from edgeticket.train.optim import batch_plan
+
+    cfg = tiny_finetune_config(tiny_train_config(epochs=2, warmup_epochs=0.5))
+    torch.manual_seed(1)
+    torch.save(build_model("fcrn_tiny").state_dict(), tmp_path / "w.pt")
+    spe = batch_plan(PreparedData(cache).count("train"), cfg.train)[1]
+    finetune(cache, tmp_path / "full", cfg, init_from=tmp_path / "w.pt", progress=False)
+    finetune(cache, tmp_path / "late", cfg, init_from=tmp_path / "w.pt", start_step=spe, progress=False)
+    full, late = ([json.loads(x) for x in (tmp_path / d / paths.LOG).read_text().splitlines()] for d in ("full", "late"))
+    assert [r["epoch"] for r in full] == [0, 1] and [r["epoch"] for r in late] == [1]
+    assert late[0]["lr"] == pytest.approx(full[1]["lr"], rel=1e-12)  # the same schedule, advanced to the step
+    assert json.loads((tmp_path / "late" / paths.META).read_text())["start"]["step"] == spe
 
 
 # -- data parallel ------------------------------------------------------------------------------

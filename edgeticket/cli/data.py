@@ -23,9 +23,10 @@ def data_synth(
     """Render procedural indoor rooms in NYU Depth v2's official file layout."""
     from edgeticket.data.synth import write_synthetic
 
-    stats = write_synthetic(out, synth.frames, synth.seed, progress=progress_enabled(quiet), workers=synth.workers)
-    typer.echo(f"wrote {stats['n']} frames ({stats['n_train']} train / {stats['n_test']} test) to {out} "
-               f"in {stats['seconds']:.1f} s ({stats['frames_per_s']:.1f} frames/s)")
+    stats = write_synthetic(out, synth.frames, synth.seed, progress=progress_enabled(quiet), workers=synth.workers,
+                            views=synth.views)
+    typer.echo(f"wrote {stats['n']} frames of {stats['rooms']} rooms ({stats['n_train']} train / {stats['n_test']} "
+               f"test) to {out} in {stats['seconds']:.1f} s ({stats['frames_per_s']:.1f} frames/s)")
 
 
 @handled
@@ -45,8 +46,10 @@ def data_prepare(
 
     root = prepare(src, out, data, progress=progress_enabled(quiet), overwrite=overwrite)
     meta = read_json(root / paths.CACHE_META)
+    scenes = f" ({meta['scenes']['val']} of {meta['scenes']['train'] + meta['scenes']['val']} train scenes)" \
+        if "scenes" in meta else ""
     typer.echo(f"cache {root}: {meta['counts']} at {'x'.join(map(str, meta['input_size']))}; "
-               f"split: {meta['split_origin']}")
+               f"split: {meta['split_origin']}; validation carved by {meta['val_carve']}{scenes}")
 
 
 @handled

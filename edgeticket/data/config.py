@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from edgeticket.hparams import Hparams, InputSize, hfield, parse_input_size
 
 _PANEL = "Data"
+DEFAULT_VIEWS = 3  # synthetic views per room; NYU's labeled set has about 3 frames a scene (1,449 of 464)
+VAL_CARVES = ("auto", "scene", "frame")
 
 
 @dataclass
@@ -22,6 +24,10 @@ class DataConfig(Hparams):
                                  high_open=True, panel=_PANEL)
     split_seed: int = hfield(0, help="Seed of the validation carve; apart from --seed, so that runs of several "
                              "seeds are validated on the same frames.", low=0, high=2**31 - 1, panel=_PANEL)
+    val_carve: str = hfield("auto", help="How validation is carved from the train frames: scene (whole scenes, "
+                            "so no scene is in both; needs scene names, as the labeled .mat and the synthetic "
+                            "rooms have), frame (frame by frame), or auto (scene where the data names scenes, "
+                            "else frame).", choices=VAL_CARVES, panel=_PANEL)
 
 
 def _synth_presets() -> tuple[str, ...]:
@@ -32,7 +38,7 @@ def _synth_presets() -> tuple[str, ...]:
 
 @dataclass
 class SynthConfig(Hparams):
-    """The synthetic rooms: how many, from which seed."""
+    """The synthetic rooms: how many frames, how many views of each room, from which seed."""
 
     section = "synth"
 
@@ -40,6 +46,9 @@ class SynthConfig(Hparams):
     preset: str = hfield("nyu", help="small (64 frames) or nyu (1,449 frames, as many as NYU's labeled set).",
                          choices=_synth_presets)
     seed: int = hfield(0, help="Seed; the same seed gives the same frames.", low=0, high=2**31 - 1)
+    views: int = hfield(DEFAULT_VIEWS, help="Camera poses per room: consecutive frames show one room and share its "
+                        "scene name, as NYU's frames of one scene come from one sequence (1: a room per frame).",
+                        low=1, high=64)
     workers: int | None = hfield(None, help="Render processes (default: all cores).", low=1, high=1024)
 
     @property

@@ -309,6 +309,10 @@ class Nyu2Folder:
     def close(self) -> None:
         pass
 
+    def scene_names(self) -> None:
+        """The nyu2 layout names no scenes."""
+        return None
+
     def source_files(self) -> list[Path]:
         return [p for _, c, d in self.pairs for p in (c, d)]
 
@@ -345,9 +349,13 @@ def source_folder(source: LabeledMat | Nyu2Folder) -> Path:
     return source.path.parent if isinstance(source, LabeledMat) else source.folder
 
 
-def open_with_split(folder: str | Path, val_fraction: float = 0.1, seed: int = 0) -> tuple[LabeledMat | Nyu2Folder, Split]:
+def open_with_split(folder: str | Path, val_fraction: float = 0.1, seed: int = 0,
+                    carve: str = "auto") -> tuple[LabeledMat | Nyu2Folder, Split]:
+    """The source and its split; validation is carved by scene where the source names scenes
+    (``carve``: auto, scene or frame, see ``splits.resolve_split``)."""
     source = open_source(folder)
-    return source, resolve_split(source_folder(source), source.kind, len(source), val_fraction, seed)
+    scenes = source.scene_names() if carve != "frame" else None
+    return source, resolve_split(source_folder(source), source.kind, len(source), val_fraction, seed, scenes, carve)
 
 
 def _attr_text(value) -> str | None:

@@ -52,8 +52,9 @@ def source_hashes(files: list[Path]) -> dict[str, str]:
     return {p.name: h for p, h in sha256_remembered(files, hash_store(files[0].parent)).items()}
 
 
-def cache_key(input_size: InputSize, hashes: dict[str, str], val_fraction: float, seed: int) -> str:
-    parts = [f"{k}={v}" for k, v in sorted(hashes.items())] + [f"val={val_fraction}", f"seed={seed}", f"v{CACHE_FORMAT}"]
+def cache_key(input_size: InputSize, hashes: dict[str, str], val_fraction: float, seed: int, carve: str = "auto") -> str:
+    parts = [f"{k}={v}" for k, v in sorted(hashes.items())] + [f"val={val_fraction}", f"seed={seed}",
+                                                                 f"carve={carve}", f"v{CACHE_FORMAT}"]
     return f"{InputSize(*input_size)}-{short_hash(*parts)}"
 
 
@@ -69,22 +70,24 @@ def prepare(
     """Convert a dataset folder (official .mat or nyu2 PNGs) into a training cache at ``out``.
 
     ``config.input_size`` defaults to 228x304; the validation carve is ``config.val_fraction``
-    of the train frames, drawn with ``config.split_seed``.
+    of the train frames, drawn with ``config.split_seed``, by whole scenes where the data names
+    them (``config.val_carve``); ``cache.json``'s ``val_carve`` says which carve was used.
     """
     cfg = config or DataConfig()
-    input_size, val_fraction, seed = cfg.input_size or DEFAULT_INPUT_SIZE, cfg.val_fraction, cfg.split_seed
+    input_size = cfg.input_size or DEFAULT_INPUT_SIZE
     src, out = Path(src), Path(out)
-    source, split = open_with_split(src, val_fraction, seed)
+    source, split = open_with_split(src, cfg.val_fraction, cfg.split_seed, cfg.val_carve)
     try:
-        return _prepare_open(source, split, src, out, input_size, val_fraction, seed, progress, overwrite, _hashes)
+        return _prepare_open(source, split, src, out, input_size, cfg, progress, overwrite, _hashes)
     finally:
         source.close()
 
 
-def _prepare_open(source, split, src: Path, out: Path, input_size, val_fraction, seed, progress, overwrite, _hashes):
+def _prepare_open(source, split, src: Path, out: Path, input_size, cfg: DataConfig, progress, overwrite, _hashes):
     _refuse_out_inside(src, out)
+    val_fraction, seed = cfg.val_fraction, cfg.split_seed
     hashes = _hashes or source_hashes(source.source_files())
-    key = cache_key(input_size, hashes, val_fraction, seed)
+    key = cache_key(input_size, hashes, val_fraction, seed, cfg.val_carve)
     if is_cache(out):
         meta = read_json(out / CACHE_META)
         if meta.get("key") == key:
@@ -121,6 +124,8 @@ def _prepare_open(source, split, src: Path, out: Path, input_size, val_fraction,
         "split_origin": split.origin,
         "val_fraction": val_fraction,
         "seed": seed,
+        "val_carve": split.val_carve,
+        **_scene_counts(source, split),
         "counts": counts,
         "depth_full": "float32 metres, uncompressed (1.23 MB a frame)",
         "seconds": round(time.perf_counter() - t0, 2),
@@ -131,6 +136,14 @@ def _prepare_open(source, split, src: Path, out: Path, input_size, val_fraction,
         os.replace(tmp, final)
     write_json(out / CACHE_META, meta)
     return out
+
+
+def _scene_counts(source, split) -> dict:
+    """{"scenes": {split: distinct scenes}} for a scene carve (what it held out, in scenes)."""
+    if split.val_carve != "scene":
+        return {}
+    names = source.scene_names()
+    return {"scenes": {name: len({names[i] for i in split.indices(name)}) for name in SPLITS}}
 
 
 def _write_split(path: Path, source, idx: np.ndarray, size, full: bool, progress: bool, label: str) -> None:
@@ -201,15 +214,15 @@ def resolve_data(path: str | Path, config: DataConfig | None = None, *, progress
             )
         return path
     size = cfg.input_size or DEFAULT_INPUT_SIZE
-    val_fraction, seed = cfg.val_fraction, cfg.split_seed
-    source, _ = open_with_split(path, val_fraction, seed)
+    # the split is checked here and carved in prepare: the frame carve reads no scene names
+    source, _ = open_with_split(path, cfg.val_fraction, cfg.split_seed, "frame")
     hashes = source_hashes(source.source_files())
     source.close()
     folder = path if path.is_dir() else path.parent
     if not os.access(folder, os.W_OK):
         raise UserError(f"--data {path}: the folder is read-only, so its cache cannot be written beside it; run "
                         f"`edgeticket data prepare {path} --out CACHE` and pass --data CACHE.")
-    out = folder / CACHE_DIRNAME / cache_key(size, hashes, val_fraction, seed)
+    out = folder / CACHE_DIRNAME / cache_key(size, hashes, cfg.val_fraction, cfg.split_seed, cfg.val_carve)
     with _lock(out.parent):  # one prepare at a time per data folder
         if is_cache(out):
             return out

@@ -13,14 +13,26 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from edgeticket.models.upproj import UpProjection
+from edgeticket.models.upproj import FastUpConv, UpProjection
+
+
+def _kaiming(weight: torch.Tensor) -> None:
+    nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
 
 
 def init_conv_bn(module: nn.Module) -> None:
-    """torchvision's ResNet initialisation: Kaiming (fan out) convs, BN at identity."""
+    """torchvision's ResNet initialisation: Kaiming (fan out) convs, BN at identity.
+
+    A fast up-projection's 5x5 kernel is drawn whole on the 5x5's fan and sliced, exactly as the
+    naive 5x5 conv is drawn; its four sub-convs are then left alone (not redrawn on their own fan).
+    """
+    sliced: set[int] = set()
     for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if isinstance(m, FastUpConv):
+            m.init_5x5_(_kaiming)
+            sliced.update(id(c) for c in m.children())
+        elif isinstance(m, nn.Conv2d) and id(m) not in sliced:
+            _kaiming(m.weight)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

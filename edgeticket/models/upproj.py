@@ -19,6 +19,8 @@ mix channels, and Torch-Pruning 1.6 maps no index through it (its issue #420).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,14 +43,43 @@ def interleave(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tenso
 
 
 class FastUpConv(nn.Module):
-    """Zero-unpool x2 followed by a 5x5 conv, as four sub-convolutions (exact)."""
+    """Zero-unpool x2 followed by a 5x5 conv, as four sub-convolutions (exact).
+
+    It is initialised as the 5x5 conv it stands for: a 5x5 kernel is drawn (on the 5x5 fan, from
+    the same random numbers ``nn.Conv2d(in, out, 5)`` would draw) and sliced into a, b, c, d, so
+    that the naive and the fast form are the same model at init, not only the same function.
+    Each sub-conv initialised on its own fan would be 1.7-2.5x wider than the 5x5's taps, and
+    magnitude pruning of a fresh decoder would then rank the taps by which sub-conv holds them.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = False):
         super().__init__()
-        self.a = nn.Conv2d(in_channels, out_channels, (3, 3), bias=bias)
-        self.b = nn.Conv2d(in_channels, out_channels, (2, 3), bias=bias)
-        self.c = nn.Conv2d(in_channels, out_channels, (3, 2), bias=bias)
-        self.d = nn.Conv2d(in_channels, out_channels, (2, 2), bias=bias)
+        # no random draw here: reset_parameters draws the 5x5 kernel once, for all four
+        self.a = nn.utils.skip_init(nn.Conv2d, in_channels, out_channels, (3, 3), bias=bias)
+        self.b = nn.utils.skip_init(nn.Conv2d, in_channels, out_channels, (2, 3), bias=bias)
+        self.c = nn.utils.skip_init(nn.Conv2d, in_channels, out_channels, (3, 2), bias=bias)
+        self.d = nn.utils.skip_init(nn.Conv2d, in_channels, out_channels, (2, 2), bias=bias)
+        self.reset_parameters()
+
+    def _conv_5x5(self) -> nn.Conv2d:
+        """The 5x5 conv the four sub-convs are slices of, uninitialised (no random draw)."""
+        a = self.a
+        return nn.utils.skip_init(nn.Conv2d, a.in_channels, a.out_channels, 5, bias=a.bias is not None,
+                                  device=a.weight.device, dtype=a.weight.dtype)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """``nn.Conv2d``'s default initialisation of the 5x5 conv, sliced."""
+        conv = self._conv_5x5()
+        conv.reset_parameters()
+        self.load_from_5x5(conv.weight, conv.bias)
+
+    @torch.no_grad()
+    def init_5x5_(self, init: Callable[[torch.Tensor], object]) -> None:
+        """Initialise the 5x5 kernel with ``init`` (e.g. Kaiming on the 5x5's fan) and slice it."""
+        weight = self._conv_5x5().weight
+        init(weight)
+        self.load_from_5x5(weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [getattr(self, k)(F.pad(x, SUBCONVS[k][2])) for k in "abcd"]

@@ -5,14 +5,15 @@ pipeline has no defaults of its own, an unknown key is an error naming it and it
 and every value is checked before the first stage runs.
 
     [run]      out, device                          -> RunSection
-    [data]     source, synth_frames, synth_seed     -> DataSection (+ DataConfig's keys)
+    [data]     source, synth_frames/_seed/_views    -> DataSection (+ DataConfig's keys)
     [model]    arch, pretrained                     -> ModelConfig
     [train]    the defaults of every training below -> TrainConfig
     [dense]    the dense fine-tune (over [train])   -> TrainConfig
     [search]   the channel search (+ [train] keys)  -> SearchConfig
     [search_unstructured]  optional second search   -> SearchConfig
     [branches] random_seeds, levels                 -> BranchesSection
-    [ticket]   the chosen ticket's fine-tune        -> TrainConfig
+    [ticket]   the chosen ticket's fine-tune        -> TrainConfig (over [dense]: the same
+               epochs and schedule as the dense model, from the search's rewind point)
     [export]                                        -> ExportConfig
     [bench]                                         -> BenchConfig
 """
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeticket.bench.config import BenchConfig
-from edgeticket.data.config import DataConfig
+from edgeticket.data.config import DEFAULT_VIEWS, DataConfig
 from edgeticket.errors import UserError
 from edgeticket.export.config import ExportConfig
 from edgeticket.hparams import Hparams, hfield, parse_path
@@ -52,6 +53,8 @@ class DataSection(Hparams):
                          check=lambda v: None if v.strip() else "give synth or a dataset folder")
     synth_frames: int = hfield(96, help="Rooms to render when source = synth.", low=8, high=65_535)
     synth_seed: int = hfield(0, help="The rooms' seed.", low=0, high=2**31 - 1)
+    synth_views: int = hfield(DEFAULT_VIEWS, help="Views of each room when source = synth (a room is a scene).",
+                              low=1, high=64)
     prepare: DataConfig = hfield(default_factory=DataConfig, help="Input size and validation carve.", nested=True)
 
 
@@ -120,14 +123,33 @@ def load_config(path: str | Path) -> PipelineConfig:
     def search(section: str) -> SearchConfig:
         return SearchConfig.from_dict(table(section), where(section), base=shared, flatten=("train",))
 
+    dense = TrainConfig.from_dict(table("dense"), where("dense"), base=base_train)
+    channel_search = search("search")
+    # a fair comparison: the ticket trains as the dense model did, unless [ticket] says otherwise
+    ticket = TrainConfig.from_dict(table("ticket"), where("ticket"), base=dense.to_dict())
+    _check_ticket_start(ticket, channel_search, where("ticket"))
     return PipelineConfig(
         path=path, run=run, data=data, model=model,
-        dense=TrainConfig.from_dict(table("dense"), where("dense"), base=base_train),
-        search=search("search"),
+        dense=dense,
+        search=channel_search,
         search_unstructured=search("search_unstructured") if raw.get("search_unstructured") else None,
         branches=BranchesSection.from_dict(table("branches"), where("branches")),
-        ticket=TrainConfig.from_dict(table("ticket"), where("ticket"), base=base_train),
+        ticket=ticket,
         export=ExportConfig.from_dict(table("export"), where("export")),
         bench=BenchConfig.from_dict(table("bench"), where("bench")),
         raw=raw,
     )
+
+
+def _check_ticket_start(ticket: TrainConfig, search: SearchConfig, where: str) -> None:
+    """The ticket starts at its search's rewind point, which must lie inside the ticket's training."""
+    rewind = search.rewind
+    if rewind.kind == "epoch" and rewind.k >= ticket.epochs:
+        raise UserError(f"{where}: epochs = {ticket.epochs}: the ticket starts at its search's rewind point "
+                        f"{rewind}, so it needs more than {rewind.k} epochs.")
+
+
+def ticket_differences(cfg: PipelineConfig) -> list[str]:
+    """The training settings in which the ticket's fine-tune differs from the dense model's."""
+    dense, ticket = cfg.dense.to_dict(), cfg.ticket.to_dict()
+    return [k for k in dense if dense[k] != ticket[k]]

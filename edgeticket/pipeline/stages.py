@@ -17,7 +17,7 @@ from pathlib import Path
 from edgeticket import paths
 from edgeticket.errors import UserError
 from edgeticket.fsio import read_json, write_json
-from edgeticket.pipeline.config import PipelineConfig, load_config
+from edgeticket.pipeline.config import PipelineConfig, load_config, ticket_differences
 
 PRESETS = ("demo", "nyu-fcrn50")
 STAGES = ("data", "prepare", "dense", "search", "search_unstructured", "branches", "select", "ticket",
@@ -93,7 +93,7 @@ class Pipeline:
         target = self.data_dir()
         if (target / LABELED_FILE).exists() and (target / paths.SPLITS_MAT).exists():
             return {"dataset": str(target), "reused": True}
-        return write_synthetic(target, d.synth_frames, d.synth_seed, progress=self.progress)
+        return write_synthetic(target, d.synth_frames, d.synth_seed, progress=self.progress, views=d.synth_views)
 
     def stage_prepare(self) -> dict:
         from edgeticket.data.prepare import resolve_data
@@ -143,10 +143,19 @@ class Pipeline:
         return {"branches": [d["path"] for d in done]}
 
     def stage_ticket(self) -> dict:
+        """The chosen ticket, trained from its search's rewind point as the dense model was trained."""
         from edgeticket.tickets.mask import Mask
+        from edgeticket.tickets.start import ticket_start
 
         level = Path(self.state["stages"]["select"]["path"])
-        return self._finetune(paths.PIPE_TICKET, self.cfg.ticket, mask=Mask.load(level))
+        start = ticket_start(self.out / paths.PIPE_SEARCH)
+        differs = ticket_differences(self.cfg)
+        if differs:
+            self.log(f"[ticket] note: the ticket trains unlike the dense model in {', '.join(differs)} ([ticket])")
+        info = self._finetune(paths.PIPE_TICKET, self.cfg.ticket, mask=Mask.load(level), init_from=start.weights,
+                              start_step=start)
+        step = read_json(Path(info["path"]) / paths.META)["start"]["step"]
+        return {**info, "start": {**start.to_json(), "step": step}, "differs_from_dense": differs}
 
     def stage_export(self) -> dict:
         from edgeticket.export.api import export

@@ -7,12 +7,14 @@ from pathlib import Path
 import torch
 
 from edgeticket import paths
+from edgeticket.errors import UserError
 from edgeticket.models.registry import build_model
 from edgeticket.train.config import FinetuneConfig
 from edgeticket.train.run import (
     DEFAULT_DEVICE,
     check_out_dir,
     open_prepared,
+    refuse_out_near_data,
     run_meta,
     setup_device,
 )
@@ -26,6 +28,7 @@ def finetune(
     *,
     mask=None,
     init_from: str | Path | None = None,
+    start_step=0,
     device: str = DEFAULT_DEVICE,
     resume: bool = False,
     overwrite: bool = False,
@@ -35,27 +38,70 @@ def finetune(
 
     ``mask`` is a ticket (``edgeticket.Mask``, e.g. ``Mask.load(level_dir)``): it is checked
     against the model, and its origin (level, criterion, sparsity) goes into meta.json.
-    ``init_from`` starts from a model directory's ``model.pt`` instead of the pretrained weights.
+    ``init_from`` starts from other weights than the pretrained ones: a model directory (its
+    ``model.pt``) or a weights file (a plain state dict, such as a search's rewind point
+    ``start.pt``, ``init.pt`` or ``level_00/rewind.pt``, see ``edgeticket.tickets.start``).
+    ``start_step`` begins at that step of the schedule and the data order, for weights that have
+    already trained that many steps (a late rewinding point), so the run ends at the same total
+    step count as one from step 0: a step number, or anything with ``step(steps_per_epoch)``
+    (a ``RewindPoint`` such as epoch:K, a ``TicketStart``), counted in this run's own steps.
+    meta.json's ``start`` records the weights (path and sha256) and the step.
     """
     from edgeticket.tickets.mask import describe_ticket
 
     cfg = config or FinetuneConfig()
     out = Path(out)
+    weights = _start_weights(init_from)
     dev = setup_device(device)
-    check_out_dir(out, resume, overwrite, data)
+    refuse_out_near_data(out, data)  # before the data folder gets a cache
     prepared = open_prepared(data, cfg.data, progress)
+    start_step = _checked_start_step(start_step, prepared.count("train"), cfg)  # before --overwrite clears anything
+    check_out_dir(out, resume, overwrite, data)
     torch.manual_seed(cfg.train.seed)
     arch = cfg.model.arch
-    model = build_model(arch, weights_backbone=None if init_from else cfg.model.pretrained)
-    if init_from is not None:
+    model = build_model(arch, weights_backbone=None if weights else cfg.model.pretrained)
+    if weights is not None:
         from edgeticket.models.store import load_state
 
-        load_state(model, Path(init_from) / paths.MODEL)
+        load_state(model, weights)
     extra = {}
     if mask is not None:
         mask.check_fits(model, f"--mask {mask.source}")
         extra = describe_ticket(mask)
     meta = run_meta(arch, prepared, pretrained=cfg.model.pretrained, task="finetune", data_config=cfg.data.to_dict(),
-                    **({"init_from": str(init_from)} if init_from else {}), **extra)
+                    start=start_record(weights, start_step, cfg), **extra)
     trainer = Trainer(model, prepared, cfg.train, out, meta=meta, mask=mask, device=dev, progress=progress)
-    return trainer.fit(resume=resume)
+    return trainer.fit(resume=resume, start_step=start_step)
+
+
+def _checked_start_step(start, n_train: int, cfg: FinetuneConfig) -> int:
+    from edgeticket.train import distributed as D
+    from edgeticket.train.optim import batch_plan
+
+    spe = batch_plan(n_train, cfg.train, D.current().world)[1]
+    step = int(start.step(spe)) if hasattr(start, "step") else int(start)
+    if not 0 <= step < spe * cfg.train.epochs:
+        raise UserError(f"--start-step {step}: this run has {spe * cfg.train.epochs} steps ({cfg.train.epochs} "
+                        f"epochs of {spe}); give a step inside it.")
+    return step
+
+
+def _start_weights(init_from: str | Path | None) -> Path | None:
+    """The weights file ``init_from`` names: the file itself, or a model directory's model.pt."""
+    if init_from is None:
+        return None
+    p = Path(init_from)
+    if p.is_dir():
+        p = p / paths.MODEL
+    if not p.is_file():
+        raise UserError(f"--init-from {init_from}: no such weights file or model directory (with {paths.MODEL}).")
+    return p
+
+
+def start_record(weights: Path | None, step: int, cfg: FinetuneConfig) -> dict:
+    """meta.json's ``start``: where the weights came from and at which step training began."""
+    from edgeticket.fsio import sha256_file
+
+    if weights is None:
+        return {"weights": f"pretrained:{cfg.model.pretrained}", "seed": cfg.train.seed, "step": int(step)}
+    return {"weights": str(weights.resolve()), "sha256": sha256_file(weights), "step": int(step)}

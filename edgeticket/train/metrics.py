@@ -2,8 +2,14 @@
 
 Predictions are upsampled bilinearly to the ground truth's resolution (480x640), clipped to
 [1e-3, 10] m and scored on the Eigen crop (rows 45:471, cols 41:601, 0-based, end exclusive)
-over pixels with 1e-3 < gt <= 10. Each metric is computed per image and then averaged over
-the images, as BTS and AdaBins evaluate. δk counts max(pred/gt, gt/pred) < 1.25^k (strict).
+over pixels with 1e-3 < gt < 10 (strict at both ends, as BTS and AdaBins: a nyu2 PNG's
+10000 mm, exactly 10.0 m, is not scored). Each metric is computed per image and then averaged
+over the images, as BTS and AdaBins evaluate. δk counts max(pred/gt, gt/pred) < 1.25^k (strict).
+
+Non-finite predictions are mapped before anything else, at the prediction's own resolution, by
+BTS's rule: NaN -> 1e-3, +inf -> 10, -inf -> 1e-3 (BTS clips first, so -inf meets the lower
+bound). Their count over the split is ``nonfinite`` in the metrics dict, so the metrics of a
+diverged model stay finite and still say that it diverged.
 """
 
 from __future__ import annotations
@@ -36,16 +42,26 @@ def upsample_to(pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(pred.float(), size=size, mode="bilinear", align_corners=False)
 
 
-def per_image(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image metrics (B, 8) in METRIC_KEYS order, and (B,) whether the image had valid pixels.
+def finite_prediction(pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """BTS's rule for non-finite depth: NaN -> MIN_DEPTH, +inf -> MAX_DEPTH, -inf -> MIN_DEPTH;
+    and the (B,) count of non-finite pixels per image."""
+    nonfinite = (~torch.isfinite(pred)).flatten(1).sum(dim=1)
+    return torch.nan_to_num(pred, nan=MIN_DEPTH, posinf=MAX_DEPTH, neginf=MIN_DEPTH), nonfinite
+
+
+def per_image(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image metrics (B, 8) in METRIC_KEYS order, (B,) whether the image had valid pixels,
+    and (B,) its count of non-finite predicted pixels.
 
     ``pred`` (B,1,h,w) at any resolution; ``gt`` (B,1,H,W) or (B,H,W) metres at full resolution.
     """
     if gt.dim() == 3:
         gt = gt[:, None]
-    pred = upsample_to(pred, tuple(gt.shape[-2:])).double().clamp(MIN_DEPTH, MAX_DEPTH)
+    pred, nonfinite = finite_prediction(pred)
+    # |depth| > 1e30 could overflow to inf in the float32 upsampling; every such pixel clips to a bound anyway
+    pred = upsample_to(pred.clamp(-1e30, 1e30), tuple(gt.shape[-2:])).double().clamp(MIN_DEPTH, MAX_DEPTH)
     gt = gt.double()
-    valid = (gt > MIN_DEPTH) & (gt <= MAX_DEPTH) & eigen_mask(*gt.shape[-2:], device=gt.device)
+    valid = (gt > MIN_DEPTH) & (gt < MAX_DEPTH) & eigen_mask(*gt.shape[-2:], device=gt.device)
     vf = valid.double()
     n = vf.sum(dim=(1, 2, 3))
     safe_gt = torch.where(valid, gt, torch.ones_like(gt))
@@ -70,26 +86,33 @@ def per_image(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch
         ],
         dim=1,
     )
-    return out, n > 0
+    return out, n > 0, nonfinite
 
 
 class MetricAccumulator:
-    """Sums per-image metrics on the device; ``compute()`` is the only host sync."""
+    """Sums per-image metrics on the device; ``compute()`` is the only host sync.
+
+    ``compute()`` gives the METRIC_KEYS averaged over the images with valid pixels, ``n_images``
+    (those images) and ``nonfinite`` (non-finite predicted pixels over every image seen).
+    """
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.sum = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=device)
         self.count = torch.zeros((), dtype=torch.float64, device=device)
+        self.nonfinite = torch.zeros((), dtype=torch.int64, device=device)
 
     def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
-        m, ok = per_image(pred, gt.to(pred.device))
+        m, ok, nonfinite = per_image(pred, gt.to(pred.device))
         self.sum += (m * ok[:, None].double()).sum(dim=0)
         self.count += ok.double().sum()
+        self.nonfinite += nonfinite.sum()
 
     def compute(self) -> dict[str, float]:
         n = float(self.count.item())
         vals = (self.sum / max(n, 1.0)).tolist()
         out = {k: float(v) for k, v in zip(METRIC_KEYS, vals, strict=True)}
         out["n_images"] = int(n)
+        out["nonfinite"] = int(self.nonfinite.item())
         return out
 
 

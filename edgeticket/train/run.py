@@ -95,6 +95,7 @@ def run_meta(arch: str, data: PreparedData, **extra) -> dict:
             "source_sha256": data.meta.get("source_sha256"),
             "cache_key": data.meta.get("key"),
             "split_origin": data.meta.get("split_origin"),
+            "val_carve": data.meta.get("val_carve", "frame"),  # caches before the scene carve carved by frame
             "counts": data.meta.get("counts"),
         },
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

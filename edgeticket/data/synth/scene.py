@@ -1,14 +1,17 @@
 """A frame's geometry, drawn from its geometry stream: room, camera pose, furniture and decor.
 
 The room is a box with one corner at the origin: x across, y up, z away from the camera's
-side. The camera stands inside it at eye height, looking roughly along +z. Furniture is placed
-on free floor, against a wall or in view of the camera, with footprints that never overlap
-each other or the camera's; a rug and pictures, windows and doors on the walls are thin boxes.
-Only geometry lives here: surfaces carry material slots (roles) that look.py colours.
+side. The first camera stands inside it at eye height, looking roughly along +z. Furniture is
+placed on free floor, against a wall or in view of that camera, with footprints that never
+overlap each other or the camera's; a rug and pictures, windows and doors on the walls are thin
+boxes. Further views of the room (``sample_view``) stand elsewhere on free floor and look into
+the room, as NYU's sequences walk through one scene. Only geometry lives here: surfaces carry
+material slots (roles) that look.py colours.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from edgeticket.data.synth.furniture import sample_furniture
 from edgeticket.data.synth.streams import uniform
 
 ROOM_SURFACES = 6  # floor, ceiling, wall x=0, wall x=W, wall z=0, wall z=D
+CAMERA_CLEARANCE = 0.45  # half the side of the floor square a camera keeps free of furniture
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,11 @@ def _decor(rng, room, roles) -> list[Prim]:
     return prims
 
 
+def _camera_tilt(rng, yaw: float) -> np.ndarray:
+    """Camera-to-world for a hand-held camera turned by ``yaw``: pitched a little down, rolled a little."""
+    return camera_rotation(yaw, math.radians(uniform(rng, -3.0, 15.0)), math.radians(uniform(rng, -4.0, 4.0)))
+
+
 def sample_scene(rng: np.random.Generator) -> Scene:
     """A room, the camera in it, its furniture and its decor, all from the geometry stream."""
     u = functools.partial(uniform, rng)
@@ -161,11 +170,11 @@ def sample_scene(rng: np.random.Generator) -> Scene:
     cam = (width / 2 + u(-0.3, 0.3) * width, u(0.25, 0.45 * depth))
     cam_y = u(1.0, 1.7)
     cam_yaw = math.radians(u(-30.0, 30.0))
-    rot = camera_rotation(cam_yaw, math.radians(u(-3.0, 15.0)), math.radians(u(-4.0, 4.0)))
+    rot = _camera_tilt(rng, cam_yaw)
 
     prims: list[Prim] = []
     footprints: list = []
-    camera_fp = (cam[0], cam[1], 0.0, 0.45, 0.45)
+    camera_fp = (cam[0], cam[1], 0.0, CAMERA_CLEARANCE, CAMERA_CLEARANCE)
     for _ in range(int(rng.integers(3, 9))):
         parts, part_roles, (hx, hz), wall_p = sample_furniture(rng, height)
         fp = _place(rng, wall_p, hx, hz, room, cam, cam_yaw, [camera_fp, *footprints])
@@ -181,3 +190,30 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         footprints.append(fp)
     prims.extend(_decor(rng, room, roles))
     return Scene(room, (cam[0], cam_y, cam[1]), rot, prims, room_mats, roles, footprints)
+
+
+
+def sample_view(rng: np.random.Generator, scene: Scene) -> Scene:
+    """The same room seen from another pose, drawn from a view's stream.
+
+    The camera stands on free floor (its square clear of every footprint, as the first
+    camera's is), away from the walls, at eye height, and looks at a piece of furniture or at
+    a point of the floor at least 1.5 m away, with some jitter; the geometry is unchanged.
+    """
+    u = functools.partial(uniform, rng)
+    width, _, depth = scene.room
+    margin = CAMERA_CLEARANCE + 0.05
+    x, z = scene.origin[0], scene.origin[2]  # the first camera's spot is free by construction
+    for _ in range(50):
+        cx, cz = u(margin, width - margin), u(margin, min(depth - margin, max(margin, 0.6 * depth)))
+        fp = (cx, cz, 0.0, CAMERA_CLEARANCE, CAMERA_CLEARANCE)
+        if not any(_footprints_overlap(fp, o) for o in scene.footprints):
+            x, z = cx, cz
+            break
+    targets = [(f[0], f[1]) for f in scene.footprints if math.hypot(f[0] - x, f[1] - z) >= 1.5]
+    if targets and rng.random() < 0.6:
+        tx, tz = targets[int(rng.integers(len(targets)))]
+    else:
+        tx, tz = x + u(-0.3, 0.3) * width, depth  # into the room, towards its far wall
+    yaw = math.atan2(tx - x, tz - z) + math.radians(u(-12.0, 12.0))
+    return dataclasses.replace(scene, origin=(x, u(1.0, 1.7), z), rot=_camera_tilt(rng, yaw))

@@ -17,8 +17,8 @@ from edgeticket.data.nyu import FRAME_H, FRAME_W, MAX_DEPTH
 from edgeticket.data.synth.camera import world_rays
 from edgeticket.data.synth.look import Lights, material_albedo, sample_look
 from edgeticket.data.synth.raycast import cast
-from edgeticket.data.synth.scene import ROOM_SURFACES, Prim, sample_scene
-from edgeticket.data.synth.streams import LOOK_TAG, frame_rng
+from edgeticket.data.synth.scene import ROOM_SURFACES, Prim, sample_scene, sample_view
+from edgeticket.data.synth.streams import LOOK_TAG, frame_rng, room_and_view, view_rng
 
 MIN_DEPTH = 1e-3
 
@@ -30,11 +30,14 @@ def render_frame(
     *,
     textures: bool = True,
     texture_seed: int | None = None,
+    view: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One room: (HxWx3 uint8 RGB, HxW float32 depth in metres, in (0, 10]).
+    """One view of the room of stream ``rng``: (HxWx3 uint8 RGB, HxW float32 depth in metres, in (0, 10]).
 
-    ``textures=False`` paints every surface in its base colour; ``texture_seed`` draws other
-    textures and lights. Neither touches the geometry, so depth stays bit-identical.
+    ``view`` (a view's stream, ``view_rng``) moves the camera to another pose in the same room
+    and draws that frame's sensor noise; None is the room's own first camera. ``textures=False``
+    paints every surface in its base colour; ``texture_seed`` draws other textures and lights.
+    Neither touches the geometry, so depth stays bit-identical.
     """
     if height < 8 or width < 8:
         raise ValueError(f"render_frame: {height}x{width} is too small; use at least 8x8.")
@@ -42,16 +45,25 @@ def render_frame(
     scene = sample_scene(np.random.default_rng(geo_seed))
     look = look_seed if texture_seed is None else [int(texture_seed), LOOK_TAG]
     materials, lights = sample_look(np.random.default_rng(look), scene)
-    noise_rng = np.random.default_rng(noise_seed)
+    if view is not None:
+        scene = sample_view(view, scene)
+    noise_rng = np.random.default_rng(noise_seed) if view is None else view
     return _render(scene, materials, lights, height, width, textures, noise_rng)
 
 
+def render_set_frame(seed: int, i: int, views: int = 1, height: int = FRAME_H,
+                     width: int = FRAME_W) -> tuple[np.ndarray, np.ndarray]:
+    """Frame ``i`` of the set for ``seed`` with ``views`` views per room: view i % views of room i // views."""
+    room, v = room_and_view(i, views)
+    return render_frame(frame_rng(seed, room), height, width, view=view_rng(seed, room, v))
+
+
 def render_frames(
-    n: int, seed: int, height: int = FRAME_H, width: int = FRAME_W
+    n: int, seed: int, height: int = FRAME_H, width: int = FRAME_W, views: int = 1
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Frames 0..n-1 of the set for ``seed``, one at a time."""
+    """Frames 0..n-1 of the set for ``seed`` (``views`` views per room), one at a time."""
     for i in range(n):
-        yield render_frame(frame_rng(seed, i), height, width)
+        yield render_set_frame(seed, i, views, height, width)
 
 
 def _room_surface(k: int, px, py, pz, room):

@@ -1,9 +1,10 @@
-"""Writing a synthetic set: n rooms in NYU Depth v2's official files, with a seeded split.
+"""Writing a synthetic set: n frames of rooms, a few views each, in NYU Depth v2's official files.
 
 ``write_synthetic`` renders frames 0..n-1 (in worker processes, streamed into the file in
-order) into ``nyu_depth_v2_labeled.mat``, with a scene name per frame, and writes
-``splits.mat`` beside it, so the real readers in ``edgeticket.data.nyu`` read the set
-unchanged.
+order) into ``nyu_depth_v2_labeled.mat``: ``views`` consecutive frames show one room from
+different poses and share its scene name (``synthroom_NNNNN``), as NYU's frames of one scene
+come from one sequence. ``splits.mat`` beside it splits by room, so no room is in both train
+and test, and the real readers in ``edgeticket.data.nyu`` read the set unchanged.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeticket.data.config import DEFAULT_VIEWS
 from edgeticket.data.nyu import LABELED_FILE, write_labeled_mat
 from edgeticket.data.splits import OFFICIAL_FRAMES, SPLITS_FILE, write_splits_mat
-from edgeticket.data.synth.shade import render_frame, render_frames
-from edgeticket.data.synth.streams import SPLIT_TAG, frame_rng
+from edgeticket.data.synth.shade import render_frames, render_set_frame
+from edgeticket.data.synth.streams import SPLIT_TAG, room_and_view
 from edgeticket.errors import UserError
 from edgeticket.fsio import atomic_path
 from edgeticket.progress import track
@@ -28,26 +30,43 @@ from edgeticket.progress import track
 PRESETS: dict[str, int] = {"small": 64, "nyu": OFFICIAL_FRAMES}
 MIN_FRAMES = 8
 MAX_FRAMES = 65535  # splits.mat holds 1-based indices as uint16
+MAX_VIEWS = 64
 TRAIN_FRACTION = 795 / 1449  # the official split's share of train frames
 
 
-def synthetic_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """0-based (train, test): the official split's share (~55%) of train, permuted by seed."""
+def synthetic_split(n: int, seed: int, views: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """0-based (train, test): the official split's share (~55%) of the frames in train, whole rooms
+    (``views`` consecutive frames each) drawn by seed, so that no room is in both."""
+    room_of = np.arange(n) // int(views)
+    n_rooms = int(room_of[-1]) + 1
     n_train = min(max(int(round(n * TRAIN_FRACTION)), 1), n - 1)
-    perm = np.random.default_rng([int(seed), SPLIT_TAG]).permutation(n)
-    return np.sort(perm[:n_train]), np.sort(perm[n_train:])
+    perm = np.random.default_rng([int(seed), SPLIT_TAG]).permutation(n_rooms)
+    sizes = np.bincount(room_of, minlength=n_rooms)[perm]
+    # the fewest rooms that reach the share, or one room fewer when that is closer; both sides non-empty
+    k = int(np.searchsorted(np.cumsum(sizes), n_train)) + 1
+    if k > 1 and abs(sizes[: k - 1].sum() - n_train) < abs(sizes[:k].sum() - n_train):
+        k -= 1
+    k = min(max(k, 1), n_rooms - 1)
+    in_train = np.isin(room_of, perm[:k])
+    return np.flatnonzero(in_train), np.flatnonzero(~in_train)
 
 
 def write_synthetic(
-    out: Path, n: int, seed: int = 0, progress: bool = True, workers: int | None = None
+    out: Path, n: int, seed: int = 0, progress: bool = True, workers: int | None = None, views: int = DEFAULT_VIEWS
 ) -> dict:
-    """Render n rooms into ``out`` as ``nyu_depth_v2_labeled.mat`` plus ``splits.mat``.
+    """Render n frames, ``views`` per room, into ``out`` as ``nyu_depth_v2_labeled.mat`` plus ``splits.mat``.
 
     Frames stream from the workers into the file as they are rendered. The .mat is written to
     a temporary file and renamed into place last, so a killed run never leaves a partial one.
     """
     out = Path(out)
     n = _checked_n(n)
+    if int(views) != views or not 1 <= views <= MAX_VIEWS:
+        raise UserError(f"--views {views}: give a whole number of views per room from 1 to {MAX_VIEWS}.")
+    views = int(views)
+    if -(-n // views) < 2:
+        raise UserError(f"--views {views}: {n} frames make one room; give at most {(n + 1) // 2} views so that "
+                        "both train and test get a room.")
     if int(seed) < 0:
         raise UserError(f"--seed {seed}: give a seed >= 0.")
     if workers is None:
@@ -57,12 +76,12 @@ def write_synthetic(
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: is a file; pass a folder to write the synthetic dataset into.")
     workers = min(int(workers), n)
-    train, test = synthetic_split(n, seed)
+    train, test = synthetic_split(n, seed, views)
     start = time.perf_counter()
-    frames = track(_frames(n, int(seed), workers), "rendering rooms", total=n, enabled=progress)
+    frames = track(_frames(n, int(seed), workers, views), "rendering rooms", total=n, enabled=progress)
     # the .mat is renamed into place after splits.mat: a folder that holds it holds its split
     with atomic_path(out / LABELED_FILE) as tmp:
-        write_labeled_mat(tmp, frames, n, scenes=_scene_names(n))
+        write_labeled_mat(tmp, frames, n, scenes=scene_names(n, views))
         write_splits_mat(out / SPLITS_FILE, train, test)
     seconds = time.perf_counter() - start
     return {
@@ -71,6 +90,8 @@ def write_synthetic(
         "n_train": int(len(train)),
         "n_test": int(len(test)),
         "seed": int(seed),
+        "views": views,
+        "rooms": -(-n // views),
         "workers": workers,
         "seconds": round(seconds, 3),
         "frames_per_s": round(n / seconds, 3) if seconds > 0 else float("inf"),
@@ -86,19 +107,15 @@ def _checked_n(n: int) -> int:
     return int(n)
 
 
-def _scene_names(n: int) -> list[str]:
-    # NYU names a scene by room and visit (kitchen_0028b); here every frame is a room of its own
-    return [f"synthroom_{i:05d}" for i in range(n)]
+def scene_names(n: int, views: int = DEFAULT_VIEWS) -> list[str]:
+    """Each frame's scene: its room (NYU names a scene by room and visit, kitchen_0028b)."""
+    return [f"synthroom_{room_and_view(i, views)[0]:05d}" for i in range(n)]
 
 
-def _render_job(seed: int, i: int) -> tuple[np.ndarray, np.ndarray]:
-    return render_frame(frame_rng(seed, i))
-
-
-def _frames(n: int, seed: int, workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _frames(n: int, seed: int, workers: int, views: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Frames in order; with workers > 1, at most 2 per worker are in flight at a time."""
     if workers <= 1:
-        yield from render_frames(n, seed)
+        yield from render_frames(n, seed, views=views)
         return
     # spawn, not fork: the caller may hold torch's thread pools, which do not survive a fork
     ctx = multiprocessing.get_context("spawn")
@@ -106,11 +123,11 @@ def _frames(n: int, seed: int, workers: int) -> Iterator[tuple[np.ndarray, np.nd
         pending: deque = deque()
         nxt = 0
         while nxt < n and len(pending) < 2 * workers:
-            pending.append(pool.apply_async(_render_job, (seed, nxt)))
+            pending.append(pool.apply_async(render_set_frame, (seed, nxt, views)))
             nxt += 1
         while pending:
             frame = pending.popleft().get()
             if nxt < n:
-                pending.append(pool.apply_async(_render_job, (seed, nxt)))
+                pending.append(pool.apply_async(render_set_frame, (seed, nxt, views)))
                 nxt += 1
             yield frame
