@@ -40,7 +40,7 @@ def test_top_level_lists_every_command():
                   "--device", "--resume", "--target-sparsity", "--scope", "--rewind", "--round-to", "--overwrite"]),
     (["tickets", "import"], ["--arch", "--out", "--allow-pickle"]),
     (["tickets", "branch"], ["--level", "--seeds", "--sparsity"]),
-    (["tickets", "refill"], ["--level", "--budget"]),
+    (["tickets", "refill"], ["--level"]),
     (["tickets", "show"], []),
     (["export"], ["--onnx", "--compact", "--no-compact", "--int8", "--data", "--out"]),
     (["bench"], ["--data", "--baseline", "--out", "--gate", "--input-size", "--mean", "--std", "--runs", "--threads"]),

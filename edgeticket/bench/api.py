@@ -12,7 +12,8 @@ report.json schema (``schema`` = 1, stable; fields are only ever added):
                  "latency_ms": {"p50", "p90", "mean", "min"},
                  "latency": {"batch1": {...}, "batchN": {...}},
                  "throughput_img_s": {"batch1": float, "batchN": float},
-                 "size": {"bytes", "params", "macs", "sparsity_unstructured", "sparsity_structural"},
+                 "size": {"bytes", "params", "macs", "sparsity" (effective: masked or in a dead channel),
+                          "sparsity_unstructured" (the mask's zeros), "sparsity_structural"},
                  "info": {"arch", "level", "criterion", "branch", "precision", "preprocess"},
                  "vs_baseline": {"speedup", "speedup_batch", "size_ratio", "macs_ratio", "params_ratio",
                                  "metrics_delta": {metric: model - baseline}},
@@ -134,6 +135,7 @@ def _entry(m: OnnxModel, met: dict, lat1: dict, latb: dict) -> dict:
         "latency": {"batch1": lat1, f"batch{latb['batch']}": latb},
         "throughput_img_s": {"batch1": lat1["images_per_s"], f"batch{latb['batch']}": latb["images_per_s"]},
         "size": {"bytes": m.bytes, "params": c and c.params, "macs": c and c.macs,
+                 "sparsity": c and (c.sparsity if c.sparsity is not None else c.sparsity_unstructured),
                  "sparsity_unstructured": c and c.sparsity_unstructured,
                  "sparsity_structural": c and c.sparsity_structural},
         "info": {"arch": c and c.arch, "level": c and c.level, "criterion": c and c.criterion,
@@ -170,7 +172,7 @@ def markdown(report: dict) -> str:
         f"`{report['command']}`  \n" if report["command"] else "",
         f"{m0['cpu']}, {report['threads']} threads, ONNX Runtime {report['onnxruntime']} ({report['provider']}, "
         f"graph optimisation {report['graph_optimization']}); {report['test_frames']} test frames of {report['data']}.\n",
-        "| model | δ1 | Δδ1 | rmse | Δrmse | abs_rel | p50 ms | p90 ms | speedup | img/s (b1) | GMACs | MACs ratio | MB | sparsity (unstr./struct.) | gates |",
+        "| model | δ1 | Δδ1 | rmse | Δrmse | abs_rel | p50 ms | p90 ms | speedup | img/s (b1) | GMACs | MACs ratio | MB | sparsity (effective/struct.) | gates |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in report["models"]:
@@ -181,7 +183,7 @@ def markdown(report: dict) -> str:
             f"| {name} | {e['metrics']['delta1']:.4f} | {d['delta1']:+.4f} | {e['metrics']['rmse']:.4f} | {d['rmse']:+.4f} | "
             f"{e['metrics']['abs_rel']:.4f} | {e['latency_ms']['p50']:.1f} | {e['latency_ms']['p90']:.1f} | {v['speedup']:.2f}x | "
             f"{e['throughput_img_s']['batch1']:.1f} | {_fmt(s['macs'] and s['macs'] / 1e9, '.3f')} | {_fmt(v['macs_ratio'], '.3f')} | "
-            f"{s['bytes'] / 1e6:.2f} | {_fmt(s['sparsity_unstructured'], '.2f')} / {_fmt(s['sparsity_structural'], '.2f')} | {gates} |"
+            f"{s['bytes'] / 1e6:.2f} | {_fmt(s['sparsity'], '.2f')} / {_fmt(s['sparsity_structural'], '.2f')} | {gates} |"
         )
     lines.append("")
     lines.append("Speedup is the baseline's p50 over the model's (batch 1). Unstructured sparsity gives ONNX Runtime no "
@@ -197,7 +199,7 @@ def _plots(entries: list[dict], panel: dict, out: Path, search: str | Path | Non
     p = out / paths.PLOT_ACCURACY_LATENCY
     plots.accuracy_vs_latency(entries, p)
     written.append(str(p))
-    rows = [{"sparsity": e["size"]["sparsity_unstructured"] or 0.0, "delta1": e["metrics"]["delta1"],
+    rows = [{"sparsity": e["size"]["sparsity"] or 0.0, "delta1": e["metrics"]["delta1"],
              "family": _family(e["info"]["branch"])} for e in entries
             if e["info"].get("level") not in (None, "") and e["info"].get("precision") == "fp32"]
     if search is not None:

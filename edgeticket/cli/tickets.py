@@ -39,12 +39,13 @@ def tickets_import(
 @handled
 def tickets_show(path: Annotated[Path, typer.Argument(help="mask.pt, or a directory holding one.")],
                  as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False):
-    """Print a ticket's per-layer and total sparsity."""
+    """Print a ticket's per-layer and total sparsity (effective: masked or in a dead channel)."""
     from edgeticket.tickets.mask import Mask
+    from edgeticket.tickets.sparsity import ticket_report
 
     mask = Mask.load(path)
     if as_json:
-        typer.echo(json.dumps(mask.report(), indent=2))
+        typer.echo(json.dumps(ticket_report(mask), indent=2))
     else:
         show_mask(mask, str(path))
 
@@ -52,14 +53,18 @@ def tickets_show(path: Annotated[Path, typer.Argument(help="mask.pt, or a direct
 def show_mask(mask, title: str) -> None:
     from rich.table import Table
 
-    rep = mask.report()
+    from edgeticket.tickets.sparsity import ticket_report
+
+    rep = ticket_report(mask)
     t = Table(title=title)
-    for c in ("layer", "shape", "sparsity", "channels alive"):
+    for c in ("layer", "shape", "sparsity", "mask sparsity", "channels alive"):
         t.add_column(c, justify="left" if c in ("layer", "shape") else "right")
     for name, r in rep["layers"].items():
-        t.add_row(name, "x".join(map(str, r["shape"])), f"{r['sparsity']:.3f}", f"{r['channels_alive']}/{r['channels']}")
+        t.add_row(name, "x".join(map(str, r["shape"])), f"{r['sparsity']:.3f}", f"{r['mask_sparsity']:.3f}",
+                  f"{r['channels_alive']}/{r['channels']}")
     tot = rep["total"]
-    t.add_row("total", f"{tot['weights']} weights", f"{tot['sparsity']:.3f}", f"{tot['channels_alive']}/{tot['channels']}")
+    t.add_row("total", f"{tot['weights']} weights", f"{tot['sparsity']:.3f}", f"{tot['mask_sparsity']:.3f}",
+              f"{tot['channels_alive']}/{tot['channels']}")
     console().print(t)
 
 
@@ -69,7 +74,7 @@ def _print_branches(results: list[dict]) -> None:
 
 
 @handled
-@config_options(branch=BranchConfig, exclude=("budget",))
+@config_options(branch=BranchConfig)
 def tickets_branch(
     kind: Annotated[str, typer.Argument(help="random, reverse, reinit or oneshot.")],
     search_dir: SearchDir,
@@ -90,7 +95,7 @@ def tickets_branch(
 
 
 @handled
-@config_options(branch=BranchConfig, only={"branch": ("level", "budget")})
+@config_options(branch=BranchConfig, only={"branch": ("level",)})
 def tickets_refill(
     search_dir: Annotated[Path, typer.Argument(help="The search's --out folder (an unstructured search).")],
     device: Device = DEFAULT_DEVICE,
@@ -98,7 +103,7 @@ def tickets_refill(
     *,
     branch: BranchConfig,
 ):
-    """Turn an unstructured ticket into a channel ticket (group-aware IMP-Refill) and train it as branch_refill."""
+    """Turn an unstructured ticket into a channel ticket by IMP-Refill's rule (each group keeps int(alive / filter size) whole channels) and train it as branch_refill."""
     from edgeticket.tickets.branches import run_branches
 
     _print_branches(run_branches(search_dir, "refill", branch, device=device, progress=progress_enabled(quiet)))

@@ -28,6 +28,7 @@ from edgeticket.models.card import ModelCard
 from edgeticket.models.macs import count_macs, count_params
 from edgeticket.models.store import load_model_dir
 from edgeticket.tickets.mask import Mask
+from edgeticket.tickets.sparsity import effective_sparsity
 from edgeticket.train.evaluate import score_split
 from edgeticket.train.metrics import METRIC_KEYS
 
@@ -130,10 +131,11 @@ def export(src: str | Path, out: str | Path, config: ExportConfig | None = None,
     conv_before = sum(w.numel() for n, w in model.named_parameters() if n.endswith("weight") and w.dim() == 4)
     conv_after = sum(w.numel() for n, w in final.named_parameters() if n.endswith("weight") and w.dim() == 4)
     sparsity_u = mask.sparsity() if mask is not None else 0.0
+    sparsity_e = effective_sparsity(mask, model) if mask is not None else 0.0
     sparsity_s = 1.0 - conv_after / conv_before
     source_sha = sha256_file(src / paths.MODEL)
     card = ModelCard(input_size=size, mean=mean, std=std, arch=meta["arch"], macs=macs_after, params=params_after,
-                     sparsity_unstructured=sparsity_u, sparsity_structural=sparsity_s, level=meta.get("level"),
+                     sparsity=sparsity_e, sparsity_unstructured=sparsity_u, sparsity_structural=sparsity_s, level=meta.get("level"),
                      criterion=meta.get("criterion") or "", branch=meta.get("branch") or "", version=__version__,
                      source_sha256=source_sha)
     out.mkdir(parents=True, exist_ok=True)
@@ -162,7 +164,7 @@ def export(src: str | Path, out: str | Path, config: ExportConfig | None = None,
         "after": {"macs": macs_after, "params": params_after},
         "macs_ratio": macs_after / macs_before, "params_ratio": params_after / params_before,
         "widths": widths_report_from(before_widths, layer_widths(final)),
-        "sparsity_unstructured": sparsity_u, "sparsity_structural": sparsity_s,
+        "sparsity": sparsity_e, "sparsity_unstructured": sparsity_u, "sparsity_structural": sparsity_s,
     })
     if int8:
         report["int8"] = _int8(onnx_path, out / paths.ONNX_INT8, prepared, card, cfg, sess)

@@ -52,7 +52,8 @@ class ModelCard:
     output_units: str = "metres"
     macs: int | None = None  # one image, after compaction and BN folding
     params: int | None = None
-    sparsity_unstructured: float | None = None
+    sparsity: float | None = None  # effective: prunable weights masked or in a dead channel (tickets.sparsity)
+    sparsity_unstructured: float | None = None  # the mask's own zeros
     sparsity_structural: float | None = None
     level: int | None = None
     criterion: str = ""
@@ -111,6 +112,6 @@ def _parse_prop(key: str, text: str):
         return parse_rgb(text, positive=True)
     if key in ("macs", "params", "level"):
         return int(text) if text != "" else None
-    if key in ("sparsity_unstructured", "sparsity_structural"):
+    if key in ("sparsity", "sparsity_unstructured", "sparsity_structural"):
         return float(text) if text != "" else None
     return text

@@ -1,4 +1,4 @@
-"""The masks of the controls: random pruning, the reverse mask and IMP-Refill's channel ticket.
+"""The masks of the controls: random pruning and the reverse mask (IMP-Refill is ``criteria.refill``).
 
 Each is defined against a ticket (its per-layer or per-group counts) and tested against an
 independent computation of what it claims to be.
@@ -6,11 +6,8 @@ independent computation of what it claims to be.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from edgeticket.errors import UserError
 from edgeticket.tickets.criteria import common as C
 from edgeticket.tickets.groups import ChannelGroup
 from edgeticket.tickets.mask import Mask
@@ -25,9 +22,7 @@ def random_like(ticket: Mask, seed: int, per_layer: bool = True, groups: list[Ch
             n_alive = int(C.channel_alive(ticket, grp).sum())
             keep = torch.zeros(grp.channels, dtype=torch.bool)
             keep[torch.randperm(grp.channels, generator=g)[:n_alive]] = True
-            for w in grp.weight_names():
-                out[w] = torch.ones_like(ticket[w])
-            C.set_channels(out, grp, keep)
+            C.replace_channels(out, grp, keep)
         return out
     keys = ticket.weight_keys()
     if per_layer:
@@ -46,58 +41,22 @@ def random_like(ticket: Mask, seed: int, per_layer: bool = True, groups: list[Ch
     return out
 
 
-def reverse_of(ticket: Mask, weights: dict[str, torch.Tensor], groups: list[ChannelGroup] | None = None) -> Mask:
-    """The complement at the same sparsity: per layer (per group for channel tickets), the same
-    count, taken from what the ticket pruned (largest first), then from the ticket's smallest
-    survivors when the complement is too small."""
+def reverse_of(ticket: Mask, dense: dict[str, torch.Tensor], groups: list[ChannelGroup] | None = None) -> Mask:
+    """The inverse of one-shot magnitude pruning at the ticket's counts.
+
+    Per layer (per group for channel tickets) as many weights (channels) as the ticket keeps,
+    those that the criterion scores lowest on ``dense``, the dense model's trained weights
+    (``level_00/final.pt``): |w| for unstructured tickets, the channel's L1 norm over the group's
+    producers for channel tickets. Ties are broken by index (the lower index is kept first).
+    """
     out = Mask(ticket)
-
-    def pick(alive: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
-        n = int(alive.sum())
-        # pruned ones first, by magnitude descending; then survivors by magnitude ascending
-        score = torch.where(alive, -mag.double() - 1.0, mag.double() + 1.0 + mag.double().abs().max())
-        return C.stable_topk_mask(score, n)
-
     if groups:
         for grp in groups:
-            alive = C.channel_alive(ticket, grp)
-            mags = C.channel_scores(weights, Mask({w: torch.ones_like(ticket[w]) for w in grp.weight_names()}), grp)
-            keep = pick(alive, mags)
-            for w in grp.weight_names():
-                out[w] = torch.ones_like(ticket[w])
-            C.set_channels(out, grp, keep)
+            n = int(C.channel_alive(ticket, grp).sum())
+            full = Mask({w: torch.ones_like(ticket[w]) for w in grp.weight_names()})
+            keep = C.stable_topk_mask(-C.channel_scores(dense, full, grp), n)
+            C.replace_channels(out, grp, keep)
         return out
     for k in ticket.weight_keys():
-        out[k] = pick(ticket[k], weights[k].detach().abs().cpu())
+        out[k] = C.stable_topk_mask(-dense[k].detach().abs().double().cpu(), int(ticket[k].sum()))
     return out
-
-
-def refill(ticket: Mask, weights: dict[str, torch.Tensor], groups: list[ChannelGroup], budget: float | None,
-           round_to: int = 8) -> tuple[Mask, float]:
-    """IMP-Refill (Chen et al., ICML 2022), group-aware: per group keep the channels with the most
-    surviving weight magnitude, dense, and drop the rest.
-
-    ``budget`` is the fraction of each group's channels to keep. By default it is
-    sqrt(ticket density): parameters scale with kept outputs x kept inputs, so the channel ticket
-    then holds about as many weights as the unstructured one.
-    """
-    density = ticket.density()
-    if budget is None:
-        budget = math.sqrt(density)
-    if not 0 < budget <= 1:
-        raise UserError(f"--budget {budget}: give a fraction of channels to keep in (0, 1].")
-    out = C.with_bn_entries(Mask(ticket), groups)
-    for grp in groups:
-        scores = C.channel_scores(weights, ticket, grp)
-        keep_n = min(grp.channels, C.round_channels(grp.channels * budget, round_to, grp.channels))
-        keep = C.stable_topk_mask(scores, keep_n)
-        for w in grp.weight_names():
-            out[w] = torch.ones_like(ticket[w])
-        C.set_channels(out, grp, keep)
-    # Weights in scope outside every prunable group (coupled to a producer out of scope) cannot
-    # lose channels; refill makes them dense like the kept channels.
-    grouped = {w for grp in groups for w in grp.weight_names()}
-    for k in out.weight_keys():
-        if k not in grouped:
-            out[k] = torch.ones_like(out[k])
-    return out, budget

@@ -5,11 +5,13 @@ the same way as the level it branches from. A branch is a class with a ``name``,
 with ``@register_branch``; the built-in ones:
 - ``random`` (``random_s<seed>``): random pruning at the level's sparsity (per layer, or global),
   one per seed; per group for channel tickets, so their latency compares fairly;
-- ``reverse``: the complement at the same sparsity;
+- ``reverse``: the inverse of one-shot magnitude pruning: the ticket's per-layer (per-group)
+  counts, lowest-scored by the criterion on the dense model's trained weights;
 - ``reinit``: the level's mask on a fresh random initialisation;
 - ``oneshot`` (``oneshot_<S>``): one-shot pruning of level 0's trained weights to sparsity S,
   by the search's criterion;
-- ``refill``: an unstructured ticket turned into a channel ticket (IMP-Refill, group-aware).
+- ``refill``: an unstructured ticket turned into a channel ticket by IMP-Refill's rule (group-aware,
+  ``criteria.refill``): each group keeps int(alive / filter size) whole channels.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from edgeticket.models.registry import build_model
 from edgeticket.tickets import baselines as B
 from edgeticket.tickets.config import BranchConfig
 from edgeticket.tickets.context import SearchContext, open_search
+from edgeticket.tickets.criteria.refill import refill
 from edgeticket.tickets.imp import train_masked
 from edgeticket.tickets.mask import Mask
 from edgeticket.train.run import DEFAULT_DEVICE
@@ -47,7 +50,7 @@ class Branch:
 
     def criterion(self, ctx: SearchContext) -> str:
         """What the branch's meta.json calls its criterion."""
-        return "channel" if ctx.channel else ctx.cfg.criterion
+        return ctx.cfg.criterion
 
 
 _BRANCHES: dict[str, type[Branch]] = {}
@@ -88,10 +91,10 @@ class RandomBranch(Branch):
 @register_branch
 class ReverseBranch(Branch):
     name = "reverse"
-    description = "the complement of the ticket at the same counts"
+    description = "the ticket's counts, lowest-scored by the criterion on the dense model's trained weights"
 
     def masks(self, ctx, level, ticket, cfg):
-        return [("reverse", B.reverse_of(ticket, _final_weights(ctx, level), ctx.ticket_groups), {})]
+        return [("reverse", B.reverse_of(ticket, _final_weights(ctx, 0), ctx.ticket_groups), {})]
 
 
 @register_branch
@@ -125,17 +128,17 @@ class OneshotBranch(Branch):
 @register_branch
 class RefillBranch(Branch):
     name = "refill"
-    description = "an unstructured ticket refilled into whole channels (IMP-Refill)"
+    description = "an unstructured ticket refilled into whole channels by IMP-Refill's rule"
 
     def masks(self, ctx, level, ticket, cfg):
         if ctx.channel:
             raise UserError(f"--level {level}: this search's tickets are already channel tickets; refill turns "
                             "unstructured ones into channels.")
-        mask, used = B.refill(ticket, _final_weights(ctx, level), ctx.groups, cfg.budget, ctx.cfg.round_to)
-        return [("refill", mask, {"refill_budget": used, "refill_from_sparsity": ticket.sparsity()})]
+        mask = refill(ticket, ctx.groups, ctx.cfg.round_to)
+        return [("refill", mask, {"refill_from_sparsity": ticket.sparsity()})]
 
     def criterion(self, ctx):
-        return "channel"
+        return "refill"
 
 
 def finished_level(ctx: SearchContext, level: int) -> Path:

@@ -32,7 +32,8 @@ class SearchConfig(Hparams):
     rate: float = hfield(0.2, help="Fraction of what is still alive pruned per level.", low=0, high=1,
                          low_open=True, high_open=True, panel=_PANEL)
     criterion: str = hfield("magnitude-global", help="The pruning criterion: magnitude-global, magnitude-layerwise "
-                            "(unstructured) or channel (whole channels, which compaction removes).", choices=_criteria,
+                            "(unstructured), channel (whole channels by L1, which compaction removes) or refill "
+                            "(IMP-Refill: global magnitude, then whole channels by surviving count).", choices=_criteria,
                             panel=_PANEL)
     scope: str = hfield("all", help="encoder, decoder or all (the decoder holds most of FCRN's MACs).",
                         choices=SCOPES, panel=_PANEL)
@@ -70,5 +71,3 @@ class BranchConfig(Hparams):
     global_draw: bool = hfield(False, help="random: one global draw instead of per layer.", flag="global")
     sparsity: float | None = hfield(None, help="oneshot: the target sparsity.", low=0, high=1, low_open=True,
                                     high_open=True)
-    budget: float | None = hfield(None, help="refill: the fraction of each group's channels to keep (default: "
-                                  "sqrt of the ticket's density).", low=0, high=1, low_open=True)

@@ -89,5 +89,7 @@ def import_ticket(path: str | Path, out: str | Path, *, arch: str = "fcrn_resnet
     write_json(out / paths.META, {"arch": arch, "criterion": "imported", "level": None, "branch": "",
                                   "imported_from": str(path), "source_sha256": sha256_file(path), "notes": notes,
                                   "versions": versions()})
-    write_json(out / paths.SPARSITY, mask.report())
+    from edgeticket.tickets.sparsity import sparsity_report
+
+    write_json(out / paths.SPARSITY, sparsity_report(mask))  # unstructured: effective = the mask's
     return Mask.load(out / paths.MASK), notes

@@ -3,7 +3,8 @@
 Level 0 trains the whole model; its mask is all True. Each later level prunes a fraction of
 what is still alive (judged on the previous level's final trained weights, by the registered
 criterion), rewinds the survivors and retrains. Level k therefore keeps (1 - rate)^k of the
-prunable weights, or for channel tickets of each group's channels (within ``round_to``).
+prunable weights, counted as compaction counts them (effective sparsity, ``tickets.sparsity``),
+for every criterion (within the rounding of channel widths).
 
 Resumable at any point: a level is finished when its ``sparsity.json`` exists; its
 ``mask.pt`` is written (atomically) before its training starts, and the training itself
@@ -30,6 +31,7 @@ from edgeticket.tickets.context import SearchContext
 from edgeticket.tickets.criteria.common import channel_dead
 from edgeticket.tickets.groups import ChannelGroup
 from edgeticket.tickets.mask import Mask
+from edgeticket.tickets.sparsity import sparsity_report as effective_report
 from edgeticket.train import distributed as D
 from edgeticket.train.optim import batch_plan
 from edgeticket.train.run import (
@@ -80,10 +82,14 @@ def next_mask(ctx: SearchContext, level: int) -> tuple[Mask, list[str]]:
 
 
 def train_masked(ctx: SearchContext, folder: Path, mask: Mask, start: dict[str, torch.Tensor], meta: dict,
-                 save_rewind: bool = False) -> dict:
+                 level0: bool = False) -> dict:
     """Train a masked model from ``start`` into ``folder`` (resuming a killed run), then write sparsity.json.
 
-    ``save_rewind`` keeps the weights at the search's late-rewinding step as ``rewind.pt``.
+    Level 0 (``level0``) trains the whole schedule and keeps the weights at the search's late
+    rewinding step K as ``rewind.pt``. Every other level and branch starts from the rewind point
+    at step K, with the data order, warm-up and learning-rate schedule advanced to K, and trains
+    the remaining steps (open_lth's ``start_step``), so that it ends at level 0's total step
+    count; ``pretrained`` and ``init`` are K = 0.
     """
     model = ctx.training_model(start)
     mask.check_fits(model, str(folder / paths.MASK))
@@ -93,8 +99,9 @@ def train_masked(ctx: SearchContext, folder: Path, mask: Mask, start: dict[str, 
                       device=ctx.device, progress=ctx.progress, net=ctx.net if single else None)
     if single:
         ctx.net = trainer.net
-    snapshots = {ctx.cfg.rewind.step(trainer.steps_per_epoch): folder / paths.REWIND} if save_rewind else None
-    trainer.fit(resume=(folder / paths.LAST).exists(), snapshots=snapshots)
+    k = ctx.cfg.rewind.step(trainer.steps_per_epoch)
+    snapshots = {k: folder / paths.REWIND} if level0 and ctx.cfg.rewind.late else None
+    trainer.fit(resume=(folder / paths.LAST).exists(), snapshots=snapshots, start_step=0 if level0 else k)
     report = sparsity_report(ctx, mask, meta)
     if D.current().is_main:
         write_json(folder / paths.SPARSITY, report)
@@ -103,7 +110,8 @@ def train_masked(ctx: SearchContext, folder: Path, mask: Mask, start: dict[str, 
 
 
 def sparsity_report(ctx: SearchContext, mask: Mask, meta: dict) -> dict:
-    rep = mask.report()
+    """sparsity.json: effective, mask and channel sparsity per layer and in total, and the MACs."""
+    rep = effective_report(mask, groups=ctx.groups if mask.is_channel_ticket else [])
     size = tuple(ctx.cfg.data.input_size)
     macs = {"dense": count_macs(ctx.probe, size),
             "channel": count_macs(ctx.probe, size, alive_widths(ctx.probe, mask, ctx.groups))}
@@ -127,7 +135,7 @@ def run_level(ctx: SearchContext, level: int) -> dict:
     start = ctx.rewind_weights() if level > 0 else ctx.level0_weights()
     meta = ctx.meta(level=level, criterion=ctx.cfg.criterion, branch="", rewind=str(ctx.cfg.rewind),
                     density_target=level_density(ctx.cfg, level), notes=notes)
-    return train_masked(ctx, folder, mask, start, meta, save_rewind=level == 0 and ctx.cfg.rewind.late)
+    return train_masked(ctx, folder, mask, start, meta, level0=level == 0)
 
 
 # -- the search -------------------------------------------------------------------------------------
@@ -172,7 +180,7 @@ def _check_rewind_step(cfg: SearchConfig, n_train: int) -> None:
         return
     _, spe = batch_plan(n_train, cfg.train, D.current().world)
     total = spe * cfg.train.epochs
-    if cfg.rewind.k > total:
+    if cfg.rewind.k >= total:
         raise FieldError("rewind", cfg.rewind, f"level 0 trains {cfg.train.epochs} epochs of {spe} steps "
                          f"({total} steps); choose a rewind point inside that")
 

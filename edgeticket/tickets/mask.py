@@ -93,6 +93,8 @@ class Mask(dict):
         return [k for k, v in self.items() if v.dim() >= 2]
 
     def sparsity(self) -> float:
+        """The mask's own zeros (``mask_sparsity``); the figure reports use is
+        ``tickets.sparsity.effective_sparsity``, which also counts dead channels."""
         keys = self.weight_keys()
         total = sum(self[k].numel() for k in keys)
         alive = sum(int(self[k].sum()) for k in keys)
@@ -155,9 +157,11 @@ class Mask(dict):
         return all(not (self[k] & ~other[k]).any() for k in self if k in other)
 
 
-def describe_ticket(mask: Mask) -> dict:
-    """What a ticket carries into a model's meta.json: its origin, level, criterion and sparsity."""
+def describe_ticket(mask: Mask, model: nn.Module | None = None) -> dict:
+    """What a ticket carries into a model's meta.json: its origin, level, criterion and sparsity
+    (effective, as ``tickets.sparsity`` counts it; a channel ticket needs ``model`` for that)."""
     from edgeticket.fsio import read_json
+    from edgeticket.tickets.sparsity import sparsity_report
 
     mask_src = Path(mask.source)
     folder = mask_src.parent if mask_src.is_file() else None  # a mask built in memory has no folder
@@ -169,7 +173,8 @@ def describe_ticket(mask: Mask) -> dict:
             src_meta = {}
     info = {k: src_meta.get(k) for k in ("level", "criterion")}
     info["branch"] = src_meta.get("branch") or ""
+    total = sparsity_report(mask, model)["total"]
     return {
         **info,
-        "ticket": {**info, "mask": str(mask_src), "sparsity": mask.sparsity(), "channel_sparsity": mask.channel_sparsity()},
+        "ticket": {**info, "mask": str(mask_src), **{k: total[k] for k in ("sparsity", "mask_sparsity", "channel_sparsity")}},
     }

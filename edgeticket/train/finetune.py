@@ -67,7 +67,7 @@ def finetune(
     extra = {}
     if mask is not None:
         mask.check_fits(model, f"--mask {mask.source}")
-        extra = describe_ticket(mask)
+        extra = describe_ticket(mask, model)
     meta = run_meta(arch, prepared, pretrained=cfg.model.pretrained, task="finetune", data_config=cfg.data.to_dict(),
                     start=start_record(weights, start_step, cfg), **extra)
     trainer = Trainer(model, prepared, cfg.train, out, meta=meta, mask=mask, device=dev, progress=progress)

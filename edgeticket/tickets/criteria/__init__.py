@@ -75,6 +75,6 @@ def get_criterion(name: str) -> Criterion:
 
 
 # The built-in criteria register themselves on import.
-from edgeticket.tickets.criteria import channel, magnitude  # noqa: E402, F401
+from edgeticket.tickets.criteria import channel, magnitude, refill  # noqa: E402, F401
 
 __all__ = ["Criterion", "PruneContext", "PruneResult", "criterion_names", "get_criterion", "register_criterion"]

@@ -102,6 +102,16 @@ def set_channels(mask: Mask, group: ChannelGroup, keep: torch.Tensor) -> None:
         mask[b] = base
 
 
+def replace_channels(mask: Mask, group: ChannelGroup, keep: torch.Tensor) -> None:
+    """Make ``keep`` the group's channels, whatever ``mask`` held before: kept channels dense
+    (weights and BN), the others masked."""
+    for w in group.weight_names():
+        mask[w] = torch.ones_like(mask[w])
+    for b in group.bn_param_names():
+        mask[b] = torch.ones(group.channels, dtype=torch.bool)
+    set_channels(mask, group, keep)
+
+
 def with_bn_entries(mask: Mask, groups: list[ChannelGroup]) -> Mask:
     """A channel ticket's mask holds the BN entries of every prunable group (all True at first)."""
     out = Mask(mask)
