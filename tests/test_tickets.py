@@ -254,8 +254,23 @@ def test_random_branches_match_the_sparsity_per_layer(searches):
     for k in ticket.weight_keys():
         assert all(int(r[k].sum()) == int(ticket[k].sum()) for r in rand)
     assert not torch.equal(rand[0]["encoder.layer2.0.conv1.weight"], rand[1]["encoder.layer2.0.conv1.weight"])
-    rows = json.loads((root / paths.SUMMARY_JSON).read_text())["rows"]
-    assert {"random_s0", "random_s1"} <= {r["branch"] for r in rows}
+    summary = json.loads((root / paths.SUMMARY_JSON).read_text())
+    assert {"random_s0", "random_s1"} <= {r["branch"] for r in summary["rows"]}
+    # ticket vs random (mean ± sample std over the seeds) vs dense, from the metrics files themselves
+    comp = next(c for c in summary["comparisons"] if c["level"] == 2)
+    metrics = {name: json.loads((d / paths.METRICS).read_text()) for name, d in (
+        ("ticket", paths.level_dir(root, 2)), ("dense", paths.level_dir(root, 0)),
+        *((r["branch"], paths.Path(r["path"])) for r in res))}
+    for split in ("val", "test"):
+        seeds = np.array([metrics[r["branch"]][split]["delta1"] for r in res])
+        band = comp["baselines"]["random"][split]["delta1"]
+        assert band["mean"] == pytest.approx(seeds.mean(), abs=1e-12) and band["n"] == 2
+        assert band["std"] == pytest.approx(seeds.std(ddof=1), abs=1e-12)
+        assert comp["ticket"][split]["delta1"] == metrics["ticket"][split]["delta1"]
+        assert comp["dense"][split]["delta1"] == metrics["dense"][split]["delta1"]
+    md = (root / paths.SUMMARY_MD).read_text()
+    v = comp["baselines"]["random"]["val"]["delta1"]
+    assert f"| 02 | {comp['sparsity']:.3f} | random | 2 | " in md and f"{v['mean']:.4f} ± {v['std']:.4f}" in md
     again = run_branches(root, 2, "random", seeds=2, progress=False)
     assert all(r["status"] == "already done" for r in again)
 

@@ -1,4 +1,10 @@
-"""The search's summary: a table (JSON, Markdown, printed) and a plot of sparsity against accuracy."""
+"""The search's summary: a table (JSON, Markdown, printed) and a plot of sparsity against accuracy.
+
+When branches were run, every level that has them is also compared in one place (summary.json's
+``comparisons``, a second Markdown table, the plot): the ticket against each baseline family
+(``random`` as the mean ± sample standard deviation over its seeds) against the dense model
+(level 0), on validation and test.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ def collect_rows(root: Path) -> list[dict]:
                 "branch": folder.name.removeprefix("branch_") if folder != level_dir else "",
                 "path": str(folder),
                 "sparsity": s["total"]["sparsity"],
+                "mask_sparsity": s["total"].get("mask_sparsity", s["total"]["sparsity"]),
                 "channel_sparsity": s["total"]["channel_sparsity"],
                 "macs": s.get("macs", {}).get("channel"),
                 "macs_dense": s.get("macs", {}).get("dense"),
@@ -38,6 +45,72 @@ def collect_rows(root: Path) -> list[dict]:
 def branch_family(name: str) -> str:
     """'random_s1' -> 'random': seeds of one baseline are one family."""
     return name.split("_s", 1)[0] if name else ""
+
+
+COMPARED = ("delta1", "rmse", "abs_rel")
+
+
+def mean_std(values: list[float]) -> dict:
+    """{"mean", "std" (sample, n - 1; 0 for one value), "n"}."""
+    values = [float(v) for v in values]
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def comparisons(rows: list[dict]) -> list[dict]:
+    """Per level with branches: the ticket, each baseline family (mean ± std over its members) and
+    the dense model (level 0), on val and test."""
+    tickets = {r["level"]: r for r in rows if not r["branch"]}
+    dense = tickets.get(0)
+    out = []
+    for level in sorted({r["level"] for r in rows if r["branch"]}):
+        families: dict[str, list[dict]] = {}
+        for r in rows:
+            if r["level"] == level and r["branch"]:
+                families.setdefault(branch_family(r["branch"]), []).append(r)
+        ticket = tickets.get(level)
+        entry = {"level": level, "sparsity": ticket["sparsity"] if ticket else None,
+                 "ticket": _scores(ticket), "dense": _scores(dense), "baselines": {}}
+        for fam, members in sorted(families.items()):
+            entry["baselines"][fam] = {
+                "branches": [m["branch"] for m in members],
+                "sparsity": mean_std([m["sparsity"] for m in members]),
+                **{split: {k: mean_std([m[split][k] for m in members]) for k in COMPARED
+                           if all(k in m[split] for m in members)} for split in ("val", "test")},
+            }
+        out.append(entry)
+    return out
+
+
+def _scores(row: dict | None) -> dict:
+    if row is None:
+        return {}
+    return {split: {k: row[split][k] for k in COMPARED if k in row[split]} for split in ("val", "test")}
+
+
+def format_comparisons(comps: list[dict], split: str = "val") -> str:
+    """One row per level and baseline family: ticket, baseline (mean ± std, n) and dense."""
+    if not comps:
+        return ""
+    head = (f"| level | sparsity | baseline | n | ticket {split} δ1 | baseline {split} δ1 | dense {split} δ1 | "
+            f"ticket {split} rmse | baseline {split} rmse | dense {split} rmse |\n|---|---|---|---|---|---|---|---|---|---|\n")
+
+    def one(d: dict, k: str) -> str:
+        v = d.get(split, {}).get(k)
+        return "–" if v is None else f"{v:.4f}"
+
+    def band(b: dict, k: str) -> str:
+        v = b.get(split, {}).get(k)
+        return "–" if v is None else f"{v['mean']:.4f} ± {v['std']:.4f}"
+
+    lines = []
+    for c in comps:
+        sp = "–" if c["sparsity"] is None else f"{c['sparsity']:.3f}"
+        for fam, b in c["baselines"].items():
+            lines.append(f"| {c['level']:02d} | {sp} | {fam} | {len(b['branches'])} | {one(c['ticket'], 'delta1')} | "
+                         f"{band(b, 'delta1')} | {one(c['dense'], 'delta1')} | {one(c['ticket'], 'rmse')} | "
+                         f"{band(b, 'rmse')} | {one(c['dense'], 'rmse')} |")
+    return head + "\n".join(lines) + "\n"
 
 
 def format_table(rows: list[dict]) -> str:
@@ -57,12 +130,18 @@ def format_table(rows: list[dict]) -> str:
 def write_summary(root: str | Path, plot: bool = True) -> dict:
     root = Path(root)
     rows = collect_rows(root)
-    summary = {"search": str(root), "rows": rows}
+    comps = comparisons(rows)
+    summary = {"search": str(root), "rows": rows, "comparisons": comps}
     cfg_path = root / paths.SEARCH
     if cfg_path.exists():
         summary["config"] = read_json(cfg_path).get("config")
     write_json(root / paths.SUMMARY_JSON, summary)
-    write_text(root / paths.SUMMARY_MD, f"# Search summary: {root}\n\n" + format_table(rows))
+    text = f"# Search summary: {root}\n\n" + format_table(rows)
+    if comps:
+        text += ("\n## Ticket vs baselines vs dense\n\nSparsity is effective (masked or in a dead channel); a "
+                 "baseline is the mean ± sample std over its branches (the seeds of `random`).\n\n"
+                 + format_comparisons(comps, "val") + "\n" + format_comparisons(comps, "test"))
+    write_text(root / paths.SUMMARY_MD, text)
     if plot and rows:
         plot_summary(rows, root / paths.SUMMARY_PNG)
     return summary
@@ -88,10 +167,13 @@ def plot_summary(rows: list[dict], out: Path) -> None:
                 families.setdefault(branch_family(r["branch"]), {}).setdefault(_x(r), []).append(r["val"].get(key))
         for fam, pts in sorted(families.items()):
             xs_f = sorted(pts)
-            means = [statistics.fmean(pts[x]) for x in xs_f]
-            spread = [statistics.pstdev(pts[x]) if len(pts[x]) > 1 else 0.0 for x in xs_f]
-            ax.errorbar(xs_f, means, yerr=spread, fmt="s--", capsize=3, label=f"{fam} (mean ± sd)")
-        ax.set_xlabel("weight sparsity of the prunable layers")
+            bands = [mean_std(pts[x]) for x in xs_f]
+            ax.errorbar(xs_f, [b["mean"] for b in bands], yerr=[b["std"] for b in bands], fmt="s--", capsize=3,
+                        label=f"{fam} (mean ± sd)")
+        dense = next((r for r in main if r["level"] == 0 and key in r["val"]), None)
+        if dense is not None and families:
+            ax.axhline(dense["val"][key], color="grey", linestyle=":", label="dense (level 0)")
+        ax.set_xlabel("effective sparsity of the prunable layers")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
