@@ -9,6 +9,8 @@ import torch
 from helpers import SIZE, onnx_props, tiny_search_config, tiny_train_config
 
 from edgeticket import paths
+from edgeticket.bench import api as bench_api
+from edgeticket.bench.config import BenchConfig
 from edgeticket.export.api import export
 from edgeticket.export.compact import check_compaction, compact
 from edgeticket.export.config import ExportConfig
@@ -18,6 +20,9 @@ from edgeticket.models import build_model
 from edgeticket.models.adapt import adapt_widths, layer_widths
 from edgeticket.models.macs import count_macs
 from edgeticket.models.store import load_model_dir
+from edgeticket.tickets import branches
+from edgeticket.tickets.config import BranchConfig
+from edgeticket.tickets.criteria import PruneContext, criterion_names, get_criterion
 from edgeticket.tickets.criteria import common as C
 from edgeticket.tickets.criteria.channel import prune_channels
 from edgeticket.tickets.groups import channel_groups, prunable_groups
@@ -81,6 +86,31 @@ def test_half_channel_ticket_compacts_exactly_with_the_counted_macs():
         assert (fold_batchnorm(model)(x) - model(x)).abs().max() < 1e-4 * model(x).abs().max()
 
 
+@pytest.mark.parametrize("crit", criterion_names())
+def test_every_criterion_prunes_fastdepth_to_its_budget(crit):
+    """Level 1 of every criterion on the MobileNetV2 model: the budget kept, the mask fits, and a
+    structured criterion's dead channels are exactly what compaction removes."""
+    torch.manual_seed(1)
+    model = _randomize_bn(build_model(ARCH))
+    scope = C.prunable_names(model)
+    groups = prunable_groups(channel_groups(model), set(scope))
+    c = get_criterion(crit)
+    ctx = PruneContext(groups=groups if c.structured else [], round_to=1)
+    mask = c.initial_mask(Mask.ones(model, scope), ctx)
+    res = c.prune(dict(model.named_parameters()), mask, 0.5, ctx)
+    res.mask.check_fits(model, "fastdepth")
+    total = sum(res.mask[k].numel() for k in res.mask.weight_keys())
+    kept = sum(int(res.mask[k].sum()) for k in res.mask.weight_keys())
+    assert 0.3 < kept / total < 0.7, (crit, kept / total)
+    if c.structured:
+        res.mask.apply_(model)
+        comp = compact(model)
+        dead = sum(int(C.channel_dead(res.mask, g).sum()) for g in groups)
+        floors = sum(1 for g in groups if bool(C.channel_dead(res.mask, g).all()))  # one channel kept per layer
+        assert comp.channels_removed == dead - floors > 0
+        assert check_compaction(model, comp, [("random", torch.randn(1, 3, *SIZE))])["random"]["max_rel"] < 1e-5
+
+
 @pytest.fixture(scope="module")
 def fastdepth_search(cache, tmp_path_factory):
     root = tmp_path_factory.mktemp("fd") / "s"
@@ -108,3 +138,25 @@ def test_two_level_channel_search_exports_a_compacted_ticket_with_ort_parity(fas
         ref = model.eval()(x).numpy()
     got = run_ort(ort_session(out / paths.ONNX), x.numpy())
     assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-4
+
+
+def test_fastdepth_ticket_int8_and_bench(fastdepth_search, cache, synth_dir, tmp_path):
+    src = paths.level_dir(fastdepth_search, 1)
+    r = export(src, tmp_path / "e", ExportConfig(int8=True, calib_images=8), progress=False)
+    assert r["int8"]["output_vs_fp32"]["max_rel"] < 0.25 and onnx_props(tmp_path / "e" / paths.ONNX_INT8)["arch"] == ARCH
+    fp32, int8 = tmp_path / "e" / paths.ONNX, tmp_path / "e" / paths.ONNX_INT8
+    rep = bench_api.bench([str(int8)], str(fp32), synth_dir, tmp_path / "b",
+                          BenchConfig(runs=3, warmup=1, batch_size=2, limit=4, panel_frames=0), progress=False)
+    rows = rep["models"]
+    assert [m["path"] for m in rows] == [str(fp32), str(int8)]
+    assert all(m["metrics"]["nonfinite"] == 0 and m["latency_ms"]["p50"] > 0 for m in rows)
+    assert rows[0]["size"]["macs"] == r["after"]["macs"]
+
+
+def test_a_random_branch_of_the_fastdepth_ticket_trains(fastdepth_search):
+    res = branches.run_branches(fastdepth_search, "random", BranchConfig(level=1, seeds=1), progress=False)
+    assert [r["status"] for r in res] == ["trained"]
+    ticket, control = Mask.load(paths.level_dir(fastdepth_search, 1)), Mask.load(res[0]["path"])
+    for k in ticket.weight_keys():  # the same per-group channel counts, other channels
+        assert int(ticket[k].flatten(1).any(1).sum()) == int(control[k].flatten(1).any(1).sum()), k
+    assert any(not torch.equal(ticket[k], control[k]) for k in ticket.weight_keys())
