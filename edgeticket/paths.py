@@ -46,6 +46,7 @@ COMMIT_MARK = ".committed"  # in a staging folder: the new set is complete, swap
 PIPE_DATA = "data/synth"
 PIPE_DENSE = "finetune/dense"
 PIPE_TICKET = "finetune/ticket"
+PIPE_EFFICIENT = "finetune/efficient"  # [efficient]: an efficient model from the start (FastDepth), benched beside
 PIPE_SEARCH = "search"
 PIPE_SEARCH_UNSTRUCTURED = "search_unstructured"
 PIPE_EXPORT = "export"

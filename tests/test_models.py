@@ -6,6 +6,7 @@ import urllib.error
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgeticket.errors import UserError
@@ -23,10 +24,16 @@ def test_builder_shapes_and_names(name):
         y = model(x)
     assert y.shape == (1, 1, 64, 80)
     names = dict(model.named_parameters())
-    assert "encoder.layer1.0.conv1.weight" in names
-    assert "encoder.fc.weight" not in names and not any("avgpool" in n for n in names)
     assert "head.weight" in names and names["head.weight"].shape[0] == 1
     rec = get_record(name)
+    if rec.family == "fastdepth":
+        # torchvision's MobileNetV2 names under encoder.features, its classifier dropped
+        assert "encoder.features.3.conv.1.0.weight" in names and not any("classifier" in n for n in names)
+        assert names["decoder.conv1.pw.0.weight"].shape[0] == rec.decoder_widths[0]
+        assert names["decoder.conv5.pw.0.weight"].shape[0] == rec.decoder_widths[4]
+        return
+    assert "encoder.layer1.0.conv1.weight" in names
+    assert "encoder.fc.weight" not in names and not any("avgpool" in n for n in names)
     assert names["decoder.conv.weight"].shape[0] == rec.decoder_widths[0]
     assert names["decoder.up4.conv2.weight"].shape[0] == rec.decoder_widths[4]
 
@@ -34,8 +41,72 @@ def test_builder_shapes_and_names(name):
 @pytest.mark.parametrize("name", list_models())
 def test_record_macs_match_the_counter(name):
     rec = get_record(name)
-    assert rec.input_size == (228, 304) and len(rec.mean) == 3 and len(rec.std) == 3
-    assert count_macs(build_model(name), rec.input_size) == rec.macs
+    assert len(rec.mean) == 3 and len(rec.std) == 3
+    assert rec.input_size == ((224, 224) if rec.family == "fastdepth" else (228, 304))
+    model = build_model(name)
+    assert count_macs(model, rec.input_size) == rec.macs
+    for size, macs in rec.macs_at:
+        assert count_macs(model, size) == macs
+
+
+def _hand_counted_fastdepth_macs(model, size):
+    """FastDepth's MACs from the layer shapes alone: each conv's output area, from the strides."""
+    import math
+
+    h, w = size
+    total = 0
+    area = {}  # stride -> output map size, MobileNetV2's padded strides rounding up
+    for s in (1, 2, 4, 8, 16, 32):
+        area[s] = (math.ceil(h / s), math.ceil(w / s))
+    stride = 1
+    for block in model.encoder.features:
+        for m in block.modules():
+            if isinstance(m, nn.Conv2d):
+                stride *= m.stride[0]
+                oh, ow = area[stride]
+                total += oh * ow * m.out_channels * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+            elif isinstance(m, nn.BatchNorm2d):
+                total += area[stride][0] * area[stride][1] * m.num_features
+    for k, s in enumerate((32, 16, 8, 4, 2)):  # decoder stage k + 1 runs at 1/s, then upsamples
+        stage = getattr(model.decoder, f"conv{k + 1}")
+        oh, ow = area[s]
+        for m in stage.modules():
+            if isinstance(m, nn.Conv2d):
+                total += oh * ow * m.out_channels * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+            elif isinstance(m, nn.BatchNorm2d):
+                total += oh * ow * m.num_features
+    head_hw = 2 * area[2][0] * 2 * area[2][1]
+    total += head_hw * model.head.in_channels + 4 * h * w  # the 1x1 head and the bilinear resize
+    return total
+
+
+@pytest.mark.parametrize("size", [(224, 224), (228, 304)])
+def test_fastdepth_macs_equal_a_hand_count(size):
+    model = build_model("fastdepth_mobilenet_v2")
+    assert count_macs(model, size) == _hand_counted_fastdepth_macs(model, size)
+
+
+def test_fastdepth_is_mobilenet_v2_with_nnconv5_and_additive_skips():
+    from torchvision.models import mobilenet_v2
+
+    model = build_model("fastdepth_mobilenet_v2").eval()
+    tv = {k: v.shape for k, v in mobilenet_v2().state_dict().items() if not k.startswith("classifier.")}
+    ours = {k.removeprefix("encoder."): v.shape for k, v in model.state_dict().items() if k.startswith("encoder.")}
+    assert ours == tv  # torchvision's names and shapes: its ImageNet weights load by prefix
+    for k in range(1, 6):  # depthwise 5x5 then pointwise 1x1 (FastDepth's NNConv5)
+        stage = getattr(model.decoder, f"conv{k}")
+        assert stage.dw[0].kernel_size == (5, 5) and stage.dw[0].groups == stage.dw[0].in_channels
+        assert stage.pw[0].kernel_size == (1, 1)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        s2, s4, s8, s16, top = model.encoder(x)
+        assert [t.shape[-1] for t in (s2, s4, s8, s16, top)] == [112, 56, 28, 14, 7]
+        d = model.decoder
+        y = F.interpolate(d.conv1(top), scale_factor=2.0, mode="nearest")
+        for k, skip in ((2, s8), (3, s4), (4, s2)):  # FastDepth's additive skips, after each upsampling
+            y = F.interpolate(d.conv2(y) if k == 2 else getattr(d, f"conv{k}")(y), scale_factor=2.0, mode="nearest") + skip
+        y = F.interpolate(d.conv5(y), scale_factor=2.0, mode="nearest")
+        assert torch.allclose(model(x), model.head(y), atol=1e-6)
 
 
 def test_tiny_is_a_quarter_of_resnet18():
@@ -188,3 +259,37 @@ def test_imagenet_is_refused_for_tiny():
 def test_unknown_arch():
     with pytest.raises(UserError, match="not a known model"):
         build_model("fcrn_vgg")
+
+
+def test_fastdepth_loads_a_torchvision_mobilenet_v2_state_dict(tmp_path):
+    from torchvision.models import mobilenet_v2
+
+    torch.manual_seed(5)
+    sd = mobilenet_v2().state_dict()  # classifier included, as torchvision's ImageNet files hold it
+    torch.save(sd, tmp_path / "mnv2.pth")
+    model = build_model("fastdepth_mobilenet_v2", weights_backbone=str(tmp_path / "mnv2.pth"))
+    for k in ("features.0.0.weight", "features.7.conv.1.0.weight", "features.18.1.running_var"):
+        assert torch.equal(model.state_dict()[f"encoder.{k}"], sd[k])
+
+
+@pytest.mark.parametrize("spec, tag", [("imagenet", "IMAGENET1K_V1"), ("imagenet:v2", "IMAGENET1K_V2")])
+def test_fastdepth_imagenet_goes_through_torchvision_s_weights_api(monkeypatch, spec, tag):
+    from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+
+    torch.manual_seed(6)
+    sd = mobilenet_v2().state_dict()
+    asked = []
+
+    def fake(self, *a, **k):
+        asked.append(self)
+        return sd
+
+    monkeypatch.setattr(type(MobileNet_V2_Weights.IMAGENET1K_V1), "get_state_dict", fake)
+    model = build_model("fastdepth_mobilenet_v2", weights_backbone=spec)
+    assert asked == [getattr(MobileNet_V2_Weights, tag)]
+    assert torch.equal(model.encoder.features[4].conv[1][0].weight, sd["features.4.conv.1.0.weight"])
+
+
+def test_imagenet_v2_is_refused_where_torchvision_has_none():
+    with pytest.raises(UserError, match="no IMAGENET1K_V2 weights for resnet34"):
+        build_model("fcrn_resnet34", weights_backbone="imagenet:v2")

@@ -58,6 +58,13 @@ epochs = 1
 random_seeds = 1
 levels = [1]
 
+[ticket]
+distill = true
+
+[efficient]
+arch = "fastdepth_mobilenet_v2"
+pretrained = "none"
+
 [export]
 int8 = true
 calib_images = 8
@@ -79,6 +86,11 @@ def test_tiny_pipeline_runs_and_reruns_skip_every_stage(tmp_path):
     report = json.loads((tmp_path / "run" / "bench" / paths.REPORT_JSON).read_text())
     names = [m["name"] for m in report["models"]]
     assert names[0] == "dense" and "ticket" in names and "ticket int8" in names and "unstructured" in names
+    base = next(m for m in report["models"] if m["name"] == "efficient")  # the efficient model from the start
+    assert base["size"]["macs"] == json.loads((tmp_path / "run" / "export" / "efficient" / paths.EXPORT_JSON)
+                                              .read_text())["after"]["macs"]
+    assert json.loads((tmp_path / "run" / "finetune" / "efficient" / paths.META).read_text())["arch"] == \
+        "fastdepth_mobilenet_v2"
     ticket = next(m for m in report["models"] if m["name"] == "ticket")
     assert ticket["vs_baseline"]["macs_ratio"] < 1
     sel = state["stages"]["select"]
@@ -89,7 +101,13 @@ def test_tiny_pipeline_runs_and_reruns_skip_every_stage(tmp_path):
     start = tmp_path / "run" / "search" / paths.START
     assert meta["start"] == {"weights": str(start.resolve()), "sha256": sha256_file(start), "step": 0}
     dense = json.loads((tmp_path / "run" / "finetune" / "dense" / paths.META).read_text())
-    assert meta["train"] == dense["train"] and state["stages"]["ticket"]["differs_from_dense"] == []
+    # ... distilled from the dense model ([ticket] distill = true), its only difference
+    assert {k: v for k, v in meta["train"].items() if k != "distill"} == \
+        {k: v for k, v in dense["train"].items() if k != "distill"}
+    assert state["stages"]["ticket"]["differs_from_dense"] == ["distill"]
+    dense_dir = tmp_path / "run" / "finetune" / "dense"
+    assert meta["distill"]["teacher"] == str(dense_dir.resolve())
+    assert meta["distill"]["sha256"] == sha256_file(dense_dir / paths.MODEL)
     logs.clear()
     run_pipeline(cfg, tmp_path / "run", progress=False, log=logs.append)
     assert logs == [f"[{s}] done earlier, skipped" for s in STAGES]
@@ -101,7 +119,13 @@ def test_presets_load_and_validate(name):
     assert isinstance(cfg.search, SearchConfig) and isinstance(cfg.dense, TrainConfig)
     assert cfg.search.model == cfg.model and cfg.search.data == cfg.data.prepare
     assert cfg.ticket == cfg.dense  # the ticket gets the dense model's epochs and schedule, nothing else
-    assert cfg.branches.random_seeds >= (3 if name == "nyu-fcrn50" else 2)
+    assert cfg.branches.random_seeds >= (3 if name.startswith("nyu-") else 2)
+    if name in ("demo", "nyu-fcrn50"):  # every report sets the tickets against an efficient model
+        assert cfg.efficient.arch == "fastdepth_mobilenet_v2" and cfg.model.arch.startswith("fcrn_")
+    if name == "nyu-fastdepth":  # FastDepth's recipe, its ticket distilled from the dense model
+        assert cfg.model.arch == "fastdepth_mobilenet_v2" and tuple(cfg.data.prepare.input_size) == (224, 224)
+        assert (cfg.dense.optimizer, cfg.dense.lr, cfg.dense.batch_size, cfg.dense.loss) == ("sgd", 0.01, 8, "l1")
+        assert cfg.ticket_distill and cfg.ticket.distill == ""  # the dense model's folder, known when it runs
     cfg.search.check()  # construction validated already; a second check must agree
     assert get_record(cfg.model.arch)
 

@@ -109,7 +109,8 @@ def pipeline(
 @handled
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("runs/demo"),
-    preset: Annotated[str, typer.Option("--preset", help="demo (CPU, minutes) or nyu-fcrn50 (GPU, the full recipe).")] = "demo",
+    preset: Annotated[str, typer.Option("--preset", help="demo (CPU, minutes), nyu-fcrn50 (GPU, the full recipe) "
+                                        "or nyu-fastdepth (GPU, FastDepth's recipe).")] = "demo",
     device: PipelineDevice = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,

@@ -30,8 +30,10 @@ def adapt_widths(model: nn.Module, widths: dict[str, list[int]]) -> nn.Module:
         if isinstance(old, nn.Conv2d):
             if (old.in_channels, old.out_channels) == (cin, cout):
                 continue
+            depthwise = old.groups > 1 and old.groups == old.in_channels == old.out_channels
+            groups = cin if depthwise else old.groups  # a depthwise conv keeps one group per channel
             new = nn.Conv2d(cin, cout, old.kernel_size, old.stride, old.padding, old.dilation,
-                            old.groups, old.bias is not None, old.padding_mode)
+                            groups, old.bias is not None, old.padding_mode)
         elif isinstance(old, nn.BatchNorm2d):
             if old.num_features == cout:
                 continue

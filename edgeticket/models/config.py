@@ -22,6 +22,6 @@ class ModelConfig(Hparams):
     section = "model"
 
     arch: str = hfield("fcrn_resnet50", help="The model (see the registry: fcrn_resnet50, fcrn_resnet34, "
-                       "fcrn_resnet18, fcrn_tiny).", choices=_arch_names, panel="Model")
-    pretrained: str = hfield("imagenet", help="imagenet (torchvision IMAGENET1K_V1 via the torch hub cache), none "
-                             "(random init) or PATH to a ResNet state dict.", check=_check_pretrained, panel="Model")
+                       "fcrn_resnet18, fcrn_tiny, fastdepth_mobilenet_v2).", choices=_arch_names, panel="Model")
+    pretrained: str = hfield("imagenet", help="imagenet (torchvision IMAGENET1K_V1 via the torch hub cache; imagenet:v2 "
+                             "for IMAGENET1K_V2), none (random init) or PATH to the encoder's state dict.", check=_check_pretrained, panel="Model")

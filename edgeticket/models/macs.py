@@ -7,7 +7,9 @@ and the bilinear output resize (four per output element; torch-pruning's counter
 functional interpolate). Not counted: ReLU, max-pooling, residual adds, padding and the
 up-projection's interleave, which are comparisons or memory moves.
 
-``alive`` narrows a layer to the channels a channel ticket keeps: {module name: (in, out)}.
+``alive`` narrows a layer to the channels a channel ticket keeps: {module name: (in, out)}. A
+depthwise conv (groups == in channels) loses its groups with its channels, so it stays one input
+channel per output channel however narrow.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def count_macs(model: nn.Module, input_size: tuple[int, int], alive: dict[str, t
             k = mod.kernel_size[0] * mod.kernel_size[1]
             if isinstance(mod, nn.ConvTranspose2d):
                 per[name] = per.get(name, 0) + inp[0][0, :1].numel() * cin * (cout // mod.groups) * k
+            elif mod.groups > 1 and mod.groups == mod.in_channels:  # depthwise: one input channel per output
+                per[name] = per.get(name, 0) + out[0, :1].numel() * cout * (mod.in_channels // mod.groups) * k
             else:
                 per[name] = per.get(name, 0) + out[0, :1].numel() * cout * (cin // mod.groups) * k
         return fn

@@ -1,4 +1,4 @@
-"""Pretrained encoder weights: torchvision's IMAGENET1K_V1, a ResNet state dict, or none.
+"""Pretrained encoder weights: torchvision's IMAGENET1K_V1 (or V2), a ResNet/MobileNetV2 state dict, or none.
 
 ``imagenet`` goes through torchvision's weights API and the torch hub cache
 (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``). Chen et al.'s
@@ -17,19 +17,26 @@ from torch import nn
 from edgeticket.errors import UserError
 from edgeticket.fsio import load_torch
 
+IMAGENET_SPECS = ("imagenet", "imagenet:v1", "imagenet:v2")  # imagenet is IMAGENET1K_V1
 
-def _weights_enum(arch: str):
-    from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weights
 
-    return {"resnet18": ResNet18_Weights, "resnet34": ResNet34_Weights, "resnet50": ResNet50_Weights}[arch].IMAGENET1K_V1
+def _weights_enum(arch: str, spec: str = "imagenet"):
+    from torchvision import models as tv
+
+    enum = {"resnet18": tv.ResNet18_Weights, "resnet34": tv.ResNet34_Weights, "resnet50": tv.ResNet50_Weights,
+            "mobilenet_v2": tv.MobileNet_V2_Weights}[arch]
+    tag = "IMAGENET1K_V2" if spec == "imagenet:v2" else "IMAGENET1K_V1"
+    if not hasattr(enum, tag):
+        raise UserError(f"--pretrained {spec}: torchvision has no {tag} weights for {arch}; use --pretrained imagenet.")
+    return getattr(enum, tag)
 
 
 def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def imagenet_state_dict(arch: str, progress: bool = True) -> dict[str, torch.Tensor]:
-    weights = _weights_enum(arch)
+def imagenet_state_dict(arch: str, progress: bool = True, spec: str = "imagenet") -> dict[str, torch.Tensor]:
+    weights = _weights_enum(arch, spec)
     filename = os.path.basename(weights.url)
     try:
         return weights.get_state_dict(progress=progress, check_hash=True)
@@ -62,15 +69,15 @@ def read_resnet_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_backbone(model: nn.Module, record, spec: str, progress: bool = True) -> dict:
     """Load ``spec`` ('imagenet' or a path) into ``model.encoder``; return provenance."""
-    if spec == "imagenet":
+    if spec in IMAGENET_SPECS:
         if record.torchvision_arch is None:
-            raise UserError(f"--pretrained imagenet: {record.name} has no ImageNet weights; use --pretrained none or PATH.")
-        sd = imagenet_state_dict(record.torchvision_arch, progress)
-        source = _weights_enum(record.torchvision_arch).url
+            raise UserError(f"--pretrained {spec}: {record.name} has no ImageNet weights; use --pretrained none or PATH.")
+        sd = imagenet_state_dict(record.torchvision_arch, progress, spec)
+        source = _weights_enum(record.torchvision_arch, spec).url
     else:
         sd = read_resnet_state_dict(spec)
         source = str(spec)
-    sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    sd = {k: v for k, v in sd.items() if not k.startswith(("fc.", "classifier."))}  # the ImageNet classifier
     own = model.encoder.state_dict()
     missing = [k for k in own if k not in sd]
     wrong = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]

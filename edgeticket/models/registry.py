@@ -1,4 +1,7 @@
-"""The model registry: keyword-only builders over one private ``_fcrn``, one record each.
+"""The model registry: keyword-only builders over one private builder per family, one record each.
+
+Two families: ``fcrn`` (a ResNet encoder and up-projections, ``models/fcrn.py``) and ``fastdepth``
+(MobileNetV2 and NNConv5, ``models/fastdepth.py``), the efficient baseline tickets are set against.
 
 ``ModelRecord`` carries what a deployer needs to use a model (input size, mean/std) and its
 cost (MACs at the default input size, tested against the counter).
@@ -9,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from edgeticket.data.geometry import DEFAULT_INPUT_SIZE
@@ -23,16 +27,18 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class ModelRecord:
     name: str
-    block: type
-    layers: tuple[int, int, int, int]
+    block: type | None  # FCRN's ResNet block; None for the other families
+    layers: tuple[int, ...]
     width: int
     decoder_widths: tuple[int, int, int, int, int]
-    torchvision_arch: str | None  # the ImageNet ResNet whose weights fit the encoder
+    torchvision_arch: str | None  # the ImageNet model whose weights fit the encoder
     input_size: InputSize = DEFAULT_INPUT_SIZE
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     macs: int = 0  # one image at input_size, fast decoder; see tests/test_models.py
     meta: dict = field(default_factory=dict)
+    family: str = "fcrn"
+    macs_at: tuple[tuple[InputSize, int], ...] = ()  # MACs pinned at other input sizes, tested too
 
 
 _MODELS: dict[str, ModelRecord] = {}
@@ -95,3 +101,22 @@ fcrn_resnet50 = _builder(_R50, "FCRN-ResNet50 (Laina et al. 2016): 63.6 M parame
 fcrn_resnet34 = _builder(_R34, "FCRN on ResNet-34, with the narrower decoder of the BasicBlock ResNets.")
 fcrn_resnet18 = _builder(_R18, "FCRN on ResNet-18, with the narrower decoder of the BasicBlock ResNets.")
 fcrn_tiny = _builder(_TINY, "ResNet-18's structure and module names at a quarter of its widths, for tests.")
+
+
+# FastDepth's input is 224x224; 228x304 is FCRN's (and the data's default), pinned as well.
+_FASTDEPTH = ModelRecord("fastdepth_mobilenet_v2", None, (), 32, (96, 32, 24, 16, 16), "mobilenet_v2",
+                         input_size=InputSize(224, 224), macs=329_044_800, family="fastdepth",
+                         macs_at=((InputSize(228, 304), 484_813_264),))
+
+
+@register_model(_FASTDEPTH)
+def fastdepth_mobilenet_v2(*, weights_backbone: str | None = None, progress: bool = True) -> nn.Module:
+    """FastDepth (Wofk et al. 2019) on torchvision's MobileNetV2: NNConv5 decoder, additive skips."""
+    from edgeticket.models.fastdepth import FastDepth, MobileNetV2Encoder
+
+    model = FastDepth(MobileNetV2Encoder(), _FASTDEPTH.decoder_widths)
+    if weights_backbone not in (None, "none"):
+        from edgeticket.models.pretrained import load_backbone
+
+        load_backbone(model, _FASTDEPTH, weights_backbone, progress=progress)
+    return model

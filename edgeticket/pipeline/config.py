@@ -13,7 +13,10 @@ and every value is checked before the first stage runs.
     [search_unstructured]  optional second search   -> SearchConfig
     [branches] random_seeds, levels                 -> BranchesSection
     [ticket]   the chosen ticket's fine-tune        -> TrainConfig (over [dense]: the same
-               epochs and schedule as the dense model, from the search's rewind point)
+               epochs and schedule as the dense model, from the search's rewind point);
+               distill = true distils it from the dense model
+    [efficient] an efficient model from the start    -> ModelConfig (trained with [dense]'s
+               settings, exported and benched beside the tickets: FastDepth's row)
     [export]                                        -> ExportConfig
     [bench]                                         -> BenchConfig
 """
@@ -34,7 +37,7 @@ from edgeticket.tickets.config import SearchConfig
 from edgeticket.train.config import DEFAULT_DEVICE, DEVICE_HELP, TrainConfig
 
 REQUIRED = ("run", "data", "model", "dense", "search", "export", "bench")
-OPTIONAL = ("train", "search_unstructured", "branches", "ticket")
+OPTIONAL = ("train", "search_unstructured", "branches", "ticket", "efficient")
 
 
 @dataclass
@@ -87,6 +90,8 @@ class PipelineConfig:
     export: ExportConfig
     bench: BenchConfig
     raw: dict = field(default_factory=dict)  # the file as read, to tell a rerun with another config
+    ticket_distill: bool = False  # [ticket] distill = true: the ticket learns from the dense model too
+    efficient: ModelConfig | None = None  # [efficient]: e.g. a dense fastdepth_mobilenet_v2 row in the bench
 
 
 def load_config(path: str | Path) -> PipelineConfig:
@@ -126,7 +131,12 @@ def load_config(path: str | Path) -> PipelineConfig:
     dense = TrainConfig.from_dict(table("dense"), where("dense"), base=base_train)
     channel_search = search("search")
     # a fair comparison: the ticket trains as the dense model did, unless [ticket] says otherwise
-    ticket = TrainConfig.from_dict(table("ticket"), where("ticket"), base=dense.to_dict())
+    ticket_table = dict(table("ticket"))
+    ticket_distill = ticket_table.pop("distill", False)  # true: from the dense model this pipeline trains
+    if not isinstance(ticket_distill, bool):
+        raise UserError(f"{where('ticket')}: distill = {ticket_distill!r}: give true (distil the ticket from the "
+                        "pipeline's dense model) or false.")
+    ticket = TrainConfig.from_dict(ticket_table, where("ticket"), base=dense.to_dict())
     _check_ticket_start(ticket, channel_search, where("ticket"))
     return PipelineConfig(
         path=path, run=run, data=data, model=model,
@@ -138,6 +148,8 @@ def load_config(path: str | Path) -> PipelineConfig:
         export=ExportConfig.from_dict(table("export"), where("export")),
         bench=BenchConfig.from_dict(table("bench"), where("bench")),
         raw=raw,
+        ticket_distill=ticket_distill,
+        efficient=ModelConfig.from_dict(table("efficient"), where("efficient")) if "efficient" in raw else None,
     )
 
 

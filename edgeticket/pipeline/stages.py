@@ -19,8 +19,8 @@ from edgeticket.errors import UserError
 from edgeticket.fsio import read_json, write_json
 from edgeticket.pipeline.config import PipelineConfig, load_config, ticket_differences
 
-PRESETS = ("demo", "nyu-fcrn50")
-STAGES = ("data", "prepare", "dense", "search", "search_unstructured", "branches", "select", "ticket",
+PRESETS = ("demo", "nyu-fcrn50", "nyu-fastdepth")
+STAGES = ("data", "prepare", "dense", "efficient", "search", "search_unstructured", "branches", "select", "ticket",
           "export", "bench")
 
 
@@ -66,12 +66,12 @@ class Pipeline:
     def cache(self) -> str:
         return self.state["stages"]["prepare"]["cache"]
 
-    def _finetune(self, name: str, train, **kwargs) -> dict:
+    def _finetune(self, name: str, train, model=None, **kwargs) -> dict:
         from edgeticket.train.config import FinetuneConfig
         from edgeticket.train.finetune import finetune
 
         out = self.out / name
-        cfg = FinetuneConfig(model=self.cfg.model, data=self.cfg.data.prepare, train=train)
+        cfg = FinetuneConfig(model=model or self.cfg.model, data=self.cfg.data.prepare, train=train)
         res = finetune(self.cache(), out, cfg, device=self.dev, resume=True, progress=self.progress, **kwargs)
         return {"path": str(out), "val": res.val, "test": res.test}
 
@@ -102,6 +102,13 @@ class Pipeline:
 
     def stage_dense(self) -> dict:
         return self._finetune(paths.PIPE_DENSE, self.cfg.dense)
+
+    def stage_efficient(self) -> dict:
+        """An efficient model from the start, trained as the dense model was, for the bench's comparison."""
+        if self.cfg.efficient is None:
+            return {"skipped": "no [efficient] section"}
+        return {**self._finetune(paths.PIPE_EFFICIENT, self.cfg.dense, model=self.cfg.efficient),
+                "arch": self.cfg.efficient.arch}
 
     def _search(self, cfg, name: str) -> dict:
         from edgeticket.tickets.imp import search
@@ -152,7 +159,11 @@ class Pipeline:
         differs = ticket_differences(self.cfg)
         if differs:
             self.log(f"[ticket] note: the ticket trains unlike the dense model in {', '.join(differs)} ([ticket])")
-        info = self._finetune(paths.PIPE_TICKET, self.cfg.ticket, mask=Mask.load(level), init_from=start.weights,
+        train = self.cfg.ticket
+        if self.cfg.ticket_distill:  # [ticket] distill = true: the dense model is the teacher
+            train = train.replace(distill=str(self.out / paths.PIPE_DENSE))
+            differs = [*differs, "distill"]
+        info = self._finetune(paths.PIPE_TICKET, train, mask=Mask.load(level), init_from=start.weights,
                               start_step=start)
         step = read_json(Path(info["path"]) / paths.META)["start"]["step"]
         return {**info, "start": {**start.to_json(), "step": step}, "differs_from_dense": differs}
@@ -163,6 +174,8 @@ class Pipeline:
         e = self.cfg.export
         done = {}
         targets = {"dense": self.out / paths.PIPE_DENSE, "ticket": self.out / paths.PIPE_TICKET}
+        if self.state["stages"].get("efficient", {}).get("path"):
+            targets["efficient"] = self.out / paths.PIPE_EFFICIENT
         uns = self.state["stages"].get("search_unstructured", {})
         if uns.get("path"):
             rows = self._levels(paths.PIPE_SEARCH_UNSTRUCTURED)
@@ -171,7 +184,7 @@ class Pipeline:
         for name, src in targets.items():
             out = self.out / paths.PIPE_EXPORT / name
             if not (out / paths.EXPORT_JSON).exists():
-                cfg = e.replace(int8=e.int8 and name != "unstructured")
+                cfg = e.replace(int8=e.int8 and name not in ("unstructured", "efficient"))
                 export(src, out, cfg, data=self.cache(), overwrite=True, progress=self.progress)
             done[name] = str(out)
         return done
@@ -181,7 +194,7 @@ class Pipeline:
 
         exp = self.state["stages"]["export"]
         dense = str(Path(exp["dense"]) / paths.ONNX)
-        models = [str(Path(exp[k]) / f) for k in ("dense", "ticket", "unstructured") if k in exp
+        models = [str(Path(exp[k]) / f) for k in ("dense", "ticket", "unstructured", "efficient") if k in exp
                   for f in (paths.ONNX, paths.ONNX_INT8) if (Path(exp[k]) / f).exists()]
         out = self.out / paths.PIPE_BENCH
         report = bench(models, dense, self.data_dir(), out, self.cfg.bench, search=self.out / paths.PIPE_SEARCH,

@@ -23,7 +23,8 @@ from edgeticket.train.run import resolve_device, run_meta
 
 
 class SearchContext:
-    def __init__(self, root: Path, cfg: SearchConfig, data: PreparedData, device: torch.device, progress: bool):
+    def __init__(self, root: Path, cfg: SearchConfig, data: PreparedData, device: torch.device, progress: bool,
+                 teacher=None):
         self.root, self.cfg, self.data, self.device, self.progress = root, cfg, data, device, progress
         self.criterion = get_criterion(cfg.criterion)
         probe = build_model(cfg.model.arch)
@@ -32,6 +33,16 @@ class SearchContext:
         self.probe = probe
         self._model: nn.Module | None = None  # one training model for every level and branch
         self.net: nn.Module | None = None  # ... and its compiled wrapper, made once
+        self._teacher = teacher
+
+    @property
+    def teacher(self):
+        """``cfg.train.distill`` loaded once for every level and branch (None without one)."""
+        if self._teacher is None and self.cfg.train.distill:
+            from edgeticket.train.distill import teacher_for
+
+            self._teacher = teacher_for(self.cfg.train, self.cfg.model.arch)
+        return self._teacher
 
     def training_model(self, weights: dict[str, torch.Tensor]) -> nn.Module:
         """The search's one training model, loaded in place with ``weights``."""

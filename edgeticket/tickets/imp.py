@@ -33,6 +33,7 @@ from edgeticket.tickets.groups import ChannelGroup
 from edgeticket.tickets.mask import Mask
 from edgeticket.tickets.sparsity import sparsity_report as effective_report
 from edgeticket.train import distributed as D
+from edgeticket.train.distill import teacher_for
 from edgeticket.train.optim import batch_plan
 from edgeticket.train.run import (
     DEFAULT_DEVICE,
@@ -96,7 +97,7 @@ def train_masked(ctx: SearchContext, folder: Path, mask: Mask, start: dict[str, 
     mask.apply_(model)
     single = not D.current().enabled  # under DDP each level wraps afresh (no compiled module to keep)
     trainer = Trainer(model, ctx.data, copy.deepcopy(ctx.cfg.train), folder, meta=meta, mask=mask,
-                      device=ctx.device, progress=ctx.progress, net=ctx.net if single else None)
+                      device=ctx.device, progress=ctx.progress, net=ctx.net if single else None, teacher=ctx.teacher)
     if single:
         ctx.net = trainer.net
     k = ctx.cfg.rewind.step(trainer.steps_per_epoch)
@@ -160,13 +161,14 @@ def search(data: str | Path, out: str | Path, config: SearchConfig | None = None
                             "use the same options, or --overwrite to start over.")
     dev = setup_device(device)
     refuse_out_near_data(root, data)
+    teacher = teacher_for(cfg.train, cfg.model.arch)  # a bad --distill is refused before anything is written
     prepared = open_prepared(data, cfg.data, progress)
     _check_rewind_step(cfg, prepared.count("train"))
     check_out_dir(root, resume, overwrite)
     root.mkdir(parents=True, exist_ok=True)
     if D.current().is_main and not saved.exists():
         write_json(saved, {"config": cfg.to_dict(), "data": str(data), "cache": str(prepared.root)})
-    ctx = SearchContext(root, cfg, prepared, dev, progress)
+    ctx = SearchContext(root, cfg, prepared, dev, progress, teacher)
     for level in range(cfg.levels):
         if level > 0 and cfg.target_sparsity is not None and 1 - level_density(cfg, level - 1) >= cfg.target_sparsity - 1e-9:
             break  # the previous level reached the target (the schedule is clamped to it)

@@ -57,6 +57,11 @@ class TrainConfig(Hparams):
                                 choices=("auto", "on", "off"), panel=_PANEL)
     guard_every: int = hfield(50, help="The divergence guard reads the loss every this many steps.", low=1,
                               panel=_PANEL)
+    distill: str = hfield("", help="Distil from this trained model directory (a dense finetune output or a search "
+                          "level): the loss adds --distill-weight x L1 between the model's and the teacher's depth on "
+                          "the valid pixels. Empty: no teacher.", panel=_PANEL)
+    distill_weight: float = hfield(1.0, help="The weight of the distillation term (with --distill).", low=0,
+                                   low_open=True, high=1000, panel=_PANEL)
     guard_factor: float = hfield(100.0, help="The guard stops a loss this many times the previous epoch's median.",
                                  low=1, low_open=True, panel=_PANEL)
 

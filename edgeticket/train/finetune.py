@@ -45,13 +45,17 @@ def finetune(
     already trained that many steps (a late rewinding point), so the run ends at the same total
     step count as one from step 0: a step number, or anything with ``step(steps_per_epoch)``
     (a ``RewindPoint`` such as epoch:K, a ``TicketStart``), counted in this run's own steps.
-    meta.json's ``start`` records the weights (path and sha256) and the step.
+    meta.json's ``start`` records the weights (path and sha256) and the step. With
+    ``config.train.distill`` (a trained model directory) the loss adds the distillation term
+    (``edgeticket.train.distill``); meta.json's ``distill`` records the teacher and its sha256.
     """
     from edgeticket.tickets.mask import describe_ticket
+    from edgeticket.train.distill import teacher_for
 
     cfg = config or FinetuneConfig()
     out = Path(out)
     weights = _start_weights(init_from)
+    teacher = teacher_for(cfg.train, cfg.model.arch)  # a bad --distill exits before anything is written
     dev = setup_device(device)
     refuse_out_near_data(out, data)  # before the data folder gets a cache
     prepared = open_prepared(data, cfg.data, progress)
@@ -70,7 +74,8 @@ def finetune(
         extra = describe_ticket(mask, model)
     meta = run_meta(arch, prepared, pretrained=cfg.model.pretrained, task="finetune", data_config=cfg.data.to_dict(),
                     start=start_record(weights, start_step, cfg), **extra)
-    trainer = Trainer(model, prepared, cfg.train, out, meta=meta, mask=mask, device=dev, progress=progress)
+    trainer = Trainer(model, prepared, cfg.train, out, meta=meta, mask=mask, device=dev, progress=progress,
+                      teacher=teacher)
     return trainer.fit(resume=resume, start_step=start_step)
 
 

@@ -39,6 +39,7 @@ from edgeticket.errors import DivergenceError, Interrupted, UserError
 from edgeticket.fsio import (
     append_jsonl,
     load_torch,
+    read_json,
     read_jsonl,
     save_torch,
     write_json,
@@ -47,6 +48,7 @@ from edgeticket.fsio import (
 from edgeticket.train import distributed as D
 from edgeticket.train.checkpoint import cpu_state, load_training_state, training_state
 from edgeticket.train.config import TrainConfig
+from edgeticket.train.distill import Teacher, check_same_teacher, distill_l1, load_teacher
 from edgeticket.train.evaluate import evaluate
 from edgeticket.train.losses import get_loss
 from edgeticket.train.optim import batch_plan, lr_factor, make_optimizer, set_base_lr
@@ -99,9 +101,11 @@ class Trainer:
         progress: bool = True,
         on_epoch: Callable[[int, dict], None] | None = None,
         net: nn.Module | None = None,
+        teacher: Teacher | None = None,
     ):
         """``net`` reuses an already wrapped/compiled ``model`` (the search's levels share one,
-        so a new mask never means a new compile)."""
+        so a new mask never means a new compile). ``teacher`` is ``cfg.distill`` already loaded
+        (loaded here when not given); its record goes into meta.json's ``distill``."""
         self.cfg = cfg
         self.out = Path(out)
         self.data = data
@@ -120,6 +124,13 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.mean = tuple(meta.get("mean", (0.485, 0.456, 0.406)))
         self.std = tuple(meta.get("std", (0.229, 0.224, 0.225)))
+        if teacher is None and cfg.distill:
+            teacher = load_teacher(cfg.distill, cfg.distill_weight, self.mean, self.std)
+        self.teacher = teacher.model.to(self.device).eval().requires_grad_(False) if teacher is not None else None
+        if self.teacher is not None:
+            self.meta = {**meta, "distill": {**teacher.record, "weight": cfg.distill_weight}}
+            if self.channels_last:
+                self.teacher = self.teacher.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, cfg)
         self.batch_size, self.steps_per_epoch = batch_plan(data.count("train"), cfg, self.dist.world)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -180,6 +191,8 @@ class Trainer:
                                     self.meta.get("arch")) if resume else None
         if state is not None:
             set_base_lr(self.optimizer, cfg)
+            if self.teacher is not None and (self.out / paths.META).exists():
+                check_same_teacher(read_json(self.out / paths.META), self.meta["distill"], self.out)
         if self.dist.is_main:
             write_json(self.out / paths.META, {**self.meta, "train": asdict(cfg)})
             if self.mask is not None:
@@ -284,6 +297,10 @@ class Trainer:
         with self._autocast():
             pred = self.net(x)
         loss = self.loss_fn(pred.float(), target)
+        if self.teacher is not None:
+            with torch.no_grad(), self._autocast():
+                soft = self.teacher(x)
+            loss = loss + self.cfg.distill_weight * distill_l1(pred, soft, target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._mask_grads()

@@ -17,11 +17,11 @@ def prunable_names(model: nn.Module, scope: str = "all", include_conv1: bool = F
     """Conv weights in scope. BN, biases and the final head are never pruned on their own."""
     if scope not in SCOPES:
         raise UserError(f"--scope {scope!r}: choose encoder, decoder or all.")
-    out = []
+    out, stem = [], getattr(model, "stem", "encoder.conv1")  # the model's first conv
     for name, mod in model.named_modules():
         if not isinstance(mod, nn.Conv2d):
             continue
-        if name == "head" or (name == "encoder.conv1" and not include_conv1):
+        if name == "head" or (name == stem and not include_conv1):
             continue
         part = name.split(".", 1)[0]
         if scope == "all" and part in ("encoder", "decoder") or part == scope:
