@@ -212,7 +212,8 @@ def dir_is_nonempty(path: str | os.PathLike) -> bool:
 
 
 def load_torch(path: str | os.PathLike, allow_pickle: bool = False, what: str = "file",
-               pickle_hint: str = "pass --allow-pickle only if you trust this file"):
+               pickle_hint: str = "this command reads only plain tensors: if you trust the file, load it in Python and "
+                                  "re-save its tensors with torch.save(state_dict, path)"):
     """``torch.load(weights_only=True)``; a file that needs pickle is refused unless allowed."""
     import torch
 
