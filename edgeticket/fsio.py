@@ -36,8 +36,11 @@ _FILE_MODE = 0o666 & ~_current_umask()  # what open() would give; mkstemp's file
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _disk_error(path.parent, e) from None
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -48,9 +51,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as e:
+        raise _disk_error(path.parent, e) from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _disk_error(folder: Path, e: OSError) -> BaseException:
+    """A full, read-only or size-limited disk: one sentence naming the folder (the old file stays)."""
+    from edgeticket.runs import disk_error, is_disk_error
+
+    return disk_error(folder, e) if is_disk_error(e) else e
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -200,7 +212,8 @@ def dir_is_nonempty(path: str | os.PathLike) -> bool:
 
 
 def load_torch(path: str | os.PathLike, allow_pickle: bool = False, what: str = "file",
-               pickle_hint: str = "pass --allow-pickle only if you trust this file"):
+               pickle_hint: str = "this command reads only plain tensors: if you trust the file, load it in Python and "
+                                  "re-save its tensors with torch.save(state_dict, path)"):
     """``torch.load(weights_only=True)``; a file that needs pickle is refused unless allowed."""
     import torch
 

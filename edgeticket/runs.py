@@ -109,6 +109,8 @@ def folder_info(folder: str | Path) -> FolderInfo | None:
     if not folder.is_dir() or not _own_entries(folder):
         return None
     marker = folder / paths.RUN_MARKER
+    if [p.name for p in _own_entries(folder)] == [paths.RUN_MARKER]:
+        return None  # claimed, and killed before anything was written: as good as empty
     if marker.is_file():
         try:
             d = json.loads(marker.read_text())
@@ -131,8 +133,16 @@ def changed_keys(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
 
 
 def claim_action(out: Path, kind: str, settings: Mapping[str, Any], *, resume: bool, overwrite: bool,
-                 option: str = "--out") -> str:
-    """'fresh', 'resume' or 'overwrite' for a command of ``kind`` writing into ``out``; refuses the rest."""
+                 option: str = "--out", resume_option: str | None = "--resume",
+                 overwrite_option: str | None = "--overwrite") -> str:
+    """'fresh', 'resume' or 'overwrite' for a command of ``kind`` writing into ``out``; refuses the rest.
+
+    A command without a resume option (``resume_option=None``: it redoes its work whole, as
+    ``data synth`` and ``export`` do) may rerun into a folder of its own kind and the same
+    identity, so that a rerun after a kill needs no ``--overwrite``. Advice names only the
+    options the command has (``overwrite_option=None``: it has no ``--overwrite``).
+    """
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{option} {out}: is a file; pass a folder.")
     info = folder_info(out)
@@ -141,15 +151,22 @@ def claim_action(out: Path, kind: str, settings: Mapping[str, Any], *, resume: b
     what = f"{option} {out}: holds {info.describe()}"
     if info.kind != kind:
         raise UserError(f"{what}, not {KINDS[kind]}; choose another {option}.")
-    if resume:
-        if info.identity and info.identity != identity_of(settings):
-            diff = changed_keys(info.settings, dict(settings))
-            raise UserError(f"{what} made with other settings ({', '.join(diff[:6]) or 'its inputs'}); resume with the "
-                            f"same settings, or start over with --overwrite.")
+    # a folder without an identity (an older edgeticket's) may be resumed, never silently redone
+    same = info.identity == identity_of(settings) if info.identity else resume_option is not None
+    diff = changed_keys(info.settings, dict(settings)) if info.identity else []
+    made = f" made with other settings ({', '.join(diff[:6]) or 'its inputs'})" if diff else ""
+    if resume or (resume_option is None and same and not overwrite):
+        if not same:
+            again = f", or start over with {overwrite_option}" if overwrite_option else f", or choose another {option}"
+            raise UserError(f"{what}{made}; resume with the same settings{again}.")
         return "resume"
     if overwrite:
         return "overwrite"
-    raise UserError(f"{what}; pass --resume to continue it or --overwrite to replace it.")
+    if resume_option and same:
+        again = f" or {overwrite_option} to replace it" if overwrite_option else ""
+        raise UserError(f"{what}; pass {resume_option} to continue it{again}.")
+    again = f"pass {overwrite_option} to replace it or " if overwrite_option else ""
+    raise UserError(f"{what}{made}; {again}choose another {option}.")
 
 
 def refuse_overlap(out: str | Path, inputs: Mapping[str, str | Path | None], option: str = "--out") -> None:
@@ -165,6 +182,73 @@ def refuse_overlap(out: str | Path, inputs: Mapping[str, str | Path | None], opt
             raise UserError(f"{option} {out}: is inside the {label} {p}; choose a folder outside it.")
         if o in i.parents:
             raise UserError(f"{option} {out}: holds the {label} {p}; choose an {option} beside it, not above it.")
+
+
+@dataclass
+class Claim:
+    """A folder a command may write: its kind, the settings that make its identity, and why."""
+
+    out: Path
+    kind: str
+    settings: dict
+    action: str  # fresh | resume | overwrite
+
+    def mark(self, folder: str | Path | None = None) -> None:
+        """Write the folder's marker (into ``folder``: a staging folder about to become ``out``)."""
+        write_marker(folder or self.out, self.kind, self.settings)
+
+
+@contextlib.contextmanager
+def claimed(out: str | Path, kind: str, settings: Mapping[str, Any] | None = None, *, resume: bool = False,
+            overwrite: bool = False, inputs: Mapping[str, str | Path | None] | None = None, option: str = "--out",
+            resume_option: str | None = "--resume", overwrite_option: str | None = "--overwrite",
+            stage: bool = False) -> Iterator[Claim]:
+    """Hold ``out`` for a command of ``kind`` for as long as the block runs.
+
+    In order: ``out`` is not a file and overlaps no input; the lock is taken (a second writer is
+    refused); an interrupted swap is finished or undone; the folder's kind and identity allow
+    the write (``claim_action``). Then, unless the command ``stage``s its output (and writes the
+    marker into the staging folder itself), ``--overwrite`` clears the folder and the marker is
+    written. A block that fails on a folder it found empty leaves it as it found it.
+    """
+    out = Path(out)
+    settings = dict(settings or {})
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{option} {out}: is a file; pass a folder.")
+    refuse_overlap(out, inputs or {}, option)
+    with FolderLock(out, option):
+        recover(out)
+        action = claim_action(out, kind, settings, resume=resume, overwrite=overwrite, option=option,
+                              resume_option=resume_option, overwrite_option=overwrite_option)
+        created = not out.exists()
+        claim = Claim(out, kind, settings, action)
+        if not stage:
+            try:
+                if action == "overwrite":
+                    clear(out)
+                out.mkdir(parents=True, exist_ok=True)
+                claim.mark()
+            except OSError as e:
+                if is_disk_error(e):
+                    raise disk_error(out, e) from None
+                raise
+        try:
+            yield claim
+        except BaseException:
+            if action != "resume" and not stage:
+                _undo_empty(out, created)
+            raise
+
+
+def _undo_empty(out: Path, created: bool) -> None:
+    """A claimed folder that got nothing but its marker goes back to how it was found."""
+    try:
+        if {p.name for p in _own_entries(out)} <= {paths.RUN_MARKER}:
+            (out / paths.RUN_MARKER).unlink(missing_ok=True)
+            if created and not any(out.iterdir()):
+                out.rmdir()
+    except OSError:
+        pass
 
 
 def clear(out: Path) -> None:

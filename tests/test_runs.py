@@ -32,11 +32,24 @@ def test_claim_rules_by_kind_and_identity(tmp_path):
     out.mkdir()
     assert claim_action(out, "finetune", {"lr": 0.1}, resume=False, overwrite=False) == "fresh"  # empty
     write_marker(out, "finetune", {"lr": 0.1, "data": "a"})
+    assert claim_action(out, "export", {}, resume=False, overwrite=False) == "fresh"  # a marker alone: nothing written
+    (out / paths.LAST).write_bytes(b"")
     assert claim_action(out, "finetune", {"lr": 0.1, "data": "a"}, resume=True, overwrite=False) == "resume"
     with pytest.raises(UserError, match=r"other settings \(data\)"):
         claim_action(out, "finetune", {"lr": 0.1, "data": "b"}, resume=True, overwrite=False)
     with pytest.raises(UserError, match="pass --resume to continue it or --overwrite"):
-        claim_action(out, "finetune", {"lr": 0.1}, resume=False, overwrite=False)
+        claim_action(out, "finetune", {"lr": 0.1, "data": "a"}, resume=False, overwrite=False)
+    with pytest.raises(UserError, match=r"other settings \(data\); pass --overwrite to replace it or choose another"):
+        claim_action(out, "finetune", {"lr": 0.1}, resume=False, overwrite=False)  # --resume would be refused
+    # a command that redoes its work whole (no --resume) reruns into its own folder of the same identity
+    assert claim_action(out, "finetune", {"lr": 0.1, "data": "a"}, resume=False, overwrite=False,
+                        resume_option=None) == "resume"
+    with pytest.raises(UserError, match=r"\(data\); pass --overwrite") as e:
+        claim_action(out, "finetune", {"data": "b", "lr": 0.1}, resume=False, overwrite=False, resume_option=None)
+    assert "--resume" not in str(e.value)
+    with pytest.raises(UserError) as e:
+        claim_action(out, "finetune", {}, resume=False, overwrite=False, resume_option=None, overwrite_option=None)
+    assert "--resume" not in str(e.value) and "--overwrite" not in str(e.value)
     assert claim_action(out, "finetune", {"lr": 0.2}, resume=False, overwrite=True) == "overwrite"
     for resume, overwrite in ((False, False), (True, False), (False, True)):
         with pytest.raises(UserError, match="holds a fine-tuned model, not an ONNX export"):
@@ -158,6 +171,7 @@ def test_disk_errors_are_one_sentence_naming_the_folder(tmp_path):
 
 def test_marker_round_trip(tmp_path):
     write_marker(tmp_path, "search", {"levels": 3})
+    (tmp_path / paths.SEARCH).write_text("{}")
     info = folder_info(tmp_path)
     assert (info.kind, info.settings, info.legacy) == ("search", {"levels": 3}, False)
     assert time.strftime("%Y") in (tmp_path / paths.RUN_MARKER).read_text()

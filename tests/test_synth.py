@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
+from edgeticket import paths
 from edgeticket.data.nyu import LABELED_FILE, open_source, open_with_split
 from edgeticket.data.splits import SPLITS_FILE, read_splits_mat
 from edgeticket.data.synth import (
@@ -121,7 +122,7 @@ def test_write_synthetic_reads_back_as_nyu(tmp_path):
     stats = write_synthetic(tmp_path, n=10, seed=7, progress=False)
     assert stats["n"] == 10 and stats["n_train"] + stats["n_test"] == 10
     assert stats["frames_per_s"] > 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([LABELED_FILE, SPLITS_FILE])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([LABELED_FILE, SPLITS_FILE, paths.RUN_MARKER])
 
     path = tmp_path / LABELED_FILE
     head = path.read_bytes()[:512]

@@ -64,13 +64,25 @@ def resolve_provider(name: str) -> str:
 def bench(models: list[str | Path], baseline: str | Path, data: str | Path, out: str | Path,
           config: BenchConfig | None = None, *, search: str | Path | None = None, progress: bool = True,
           command: str = "") -> dict:
-    """Evaluate and time ``models`` against ``baseline``; write report.{json,md} and plots into ``out``."""
+    """Evaluate and time ``models`` against ``baseline``; write report.{json,md} and plots into ``out``.
+
+    ``out`` is empty or an earlier bench report (whose files are replaced); it may not hold or lie
+    in the data, a model or the search."""
+    from edgeticket.runs import claimed
+
+    out, data = Path(out), Path(data)
+    inputs = {"data folder": data, "search": search, "baseline": baseline,
+              **{f"model {m}": m for m in models}}
+    with claimed(out, "bench", overwrite=True, resume_option=None, overwrite_option=None, inputs=inputs,
+                 stage=True) as claim:
+        report = _bench(models, baseline, data, out, config, search, progress, command)
+        claim.mark()
+        return report
+
+
+def _bench(models, baseline, data: Path, out: Path, config, search, progress: bool, command: str) -> dict:
     cfg = config or BenchConfig()
     gates = cfg.gate
-    out = Path(out)
-    data = Path(data)
-    if out.resolve() == data.resolve() or data.resolve() in out.resolve().parents:
-        raise UserError(f"--out {out}: is inside the data folder {data}; choose a folder outside it.")
     threads = cfg.threads or physical_cores()
     cfg = cfg.replace(threads=threads)
     prov = resolve_provider(cfg.provider)

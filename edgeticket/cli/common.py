@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -30,6 +31,15 @@ def handled(fn):
             typer.echo(f"edgeticket: {e}", err=True)
             code = 143 if "SIGTERM" in str(e) else 130
             raise typer.Exit(code) from None
+        except OSError as e:
+            import errno
+
+            from edgeticket.runs import disk_error
+
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):  # a write the disk refused
+                raise
+            err(str(disk_error(Path(e.filename).parent if e.filename else "the output folder", e)))
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("edgeticket: interrupted.", err=True)
             raise typer.Exit(130) from None

@@ -16,6 +16,7 @@ from edgeticket.data.config import DataConfig, SynthConfig
 @config_options(synth=SynthConfig)
 def data_synth(
     out: Annotated[Path, typer.Option("--out", help="Folder to write nyu_depth_v2_labeled.mat and splits.mat into.")],
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
     *,
     synth: SynthConfig,
@@ -24,7 +25,10 @@ def data_synth(
     from edgeticket.data.synth import write_synthetic
 
     stats = write_synthetic(out, synth.frames, synth.seed, progress=progress_enabled(quiet), workers=synth.workers,
-                            views=synth.views)
+                            views=synth.views, overwrite=overwrite)
+    if stats["reused"]:
+        typer.echo(f"{out}: already holds these {stats['n']} frames (same --n, --seed and --views); nothing to do")
+        return
     typer.echo(f"wrote {stats['n']} frames of {stats['rooms']} rooms ({stats['n_train']} train / {stats['n_test']} "
                f"test) to {out} in {stats['seconds']:.1f} s ({stats['frames_per_s']:.1f} frames/s)")
 

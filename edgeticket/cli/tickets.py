@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from edgeticket.cli.common import Device, Quiet, console, handled, progress_enabled
+from edgeticket.cli.common import Device, Overwrite, Quiet, console, handled, progress_enabled
 from edgeticket.cli.options import config_options
 from edgeticket.models.config import ModelConfig
 from edgeticket.tickets.config import BranchConfig
@@ -23,6 +23,7 @@ def tickets_import(
     path: Annotated[Path, typer.Argument(help="A mask dict {name.weight_mask: tensor} or a torch.nn.utils.prune checkpoint (.pth, .pth.tar).")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write mask.pt into.")] = Path("ticket"),
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Load a file that needs pickle (it can run code): only for files you trust.")] = False,
+    overwrite: Overwrite = False,
     *,
     model: ModelConfig,
 ):
@@ -30,7 +31,7 @@ def tickets_import(
     from edgeticket import paths
     from edgeticket.tickets.formats import import_ticket
 
-    mask, notes = import_ticket(path, out, arch=model.arch, allow_pickle=allow_pickle)
+    mask, notes = import_ticket(path, out, arch=model.arch, allow_pickle=allow_pickle, overwrite=overwrite)
     for n in notes:
         typer.echo(f"note: {n}")
     show_mask(mask, f"{out / paths.MASK} (from {path})")

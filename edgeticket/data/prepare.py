@@ -25,10 +25,12 @@ from edgeticket.data.nyu import FRAME_H, FRAME_W, open_with_split
 from edgeticket.errors import UserError
 from edgeticket.fsio import read_json, sha256_remembered, short_hash, versions, write_json
 from edgeticket.hparams import InputSize
+from edgeticket.runs import claimed
 
 CACHE_META = paths.CACHE_META
 CACHE_DIRNAME = paths.CACHE_DIRNAME
 SPLITS = ("train", "val", "test")
+VALID_DEPTH = (1e-3, 10.0)  # metres: the pixels the metrics score (DESIGN.md, Data)
 CACHE_FORMAT = 1
 
 
@@ -85,17 +87,17 @@ def prepare(
 
 def _prepare_open(source, split, src: Path, out: Path, input_size, cfg: DataConfig, progress, overwrite, _hashes):
     _refuse_out_inside(src, out)
-    val_fraction, seed = cfg.val_fraction, cfg.split_seed
     hashes = _hashes or source_hashes(source.source_files())
-    key = cache_key(input_size, hashes, val_fraction, seed, cfg.val_carve)
-    if is_cache(out):
-        meta = read_json(out / CACHE_META)
-        if meta.get("key") == key:
-            return out
-        if not overwrite:
-            raise UserError(f"--out {out}: holds a cache of other data or settings; pass --overwrite or another --out.")
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"--out {out}: is not empty; pass --overwrite or an empty folder.")
+    key = cache_key(input_size, hashes, cfg.val_fraction, cfg.split_seed, cfg.val_carve)
+    if is_cache(out) and read_json(out / CACHE_META).get("key") == key:
+        return out
+    # the split files are staged beside their final names and cache.json, the manifest, is written last
+    with claimed(out, "cache", {"key": key}, overwrite=overwrite, resume_option=None, stage=True) as claim:
+        return _write_cache(source, split, src, out, input_size, cfg, progress, hashes, key, claim)
+
+
+def _write_cache(source, split, src: Path, out: Path, input_size, cfg: DataConfig, progress, hashes, key, claim):
+    val_fraction, seed = cfg.val_fraction, cfg.split_seed
     out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
@@ -132,6 +134,7 @@ def _prepare_open(source, split, src: Path, out: Path, input_size, cfg: DataConf
         "versions": versions(),
     }
     (out / CACHE_META).unlink(missing_ok=True)
+    claim.mark()
     for tmp, final in staged:
         os.replace(tmp, final)
     write_json(out / CACHE_META, meta)
@@ -163,6 +166,7 @@ def _write_split(path: Path, source, idx: np.ndarray, size, full: bool, progress
                 "depth_full", (n, FRAME_H, FRAME_W), np.float32,
                 chunks=(1, FRAME_H, FRAME_W) if n else None,
             )
+        valid = 0
         for j, i in enumerate(track(idx, f"prepare {label}", total=n, enabled=progress)):
             r, d = source.read(int(i))
             if r.shape[:2] != (FRAME_H, FRAME_W):
@@ -170,8 +174,13 @@ def _write_split(path: Path, source, idx: np.ndarray, size, full: bool, progress
             rgb[j] = resize_rgb(r, size)
             depth[j] = resize_depth(d, size)
             frame[j] = source.frame_id(int(i))
+            valid += int(np.count_nonzero((d > VALID_DEPTH[0]) & (d <= VALID_DEPTH[1])))
             if dfull is not None:
                 dfull[j] = d
+        if n and not valid:
+            raise UserError(f"{source_name(source)}: no {label} frame has a valid depth pixel ({VALID_DEPTH[0]:g} < "
+                            f"depth <= {VALID_DEPTH[1]:g} m), so nothing could be learnt or scored; is the depth "
+                            "missing, or not in metres?")
     with open(path, "rb+") as fh:
         os.fsync(fh.fileno())
 

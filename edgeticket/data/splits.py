@@ -77,8 +77,14 @@ def _check_indices(path: Path, train: np.ndarray, test: np.ndarray, n_frames: in
             f"{path}: the split indexes frame {int(both.max()) + 1} but the data has only {n_frames} frames; "
             "use the split that came with this data."
         )
+    for name, idx in (("trainNdxs", train), ("testNdxs", test)):
+        values, counts = np.unique(idx, return_counts=True)
+        if (counts > 1).any():
+            dup = (values[counts > 1][:5] + 1).tolist()
+            raise UserError(f"{path}: {name} lists frames {dup} (1-based) more than once; each frame may appear once.")
     if np.intersect1d(train, test).size:
-        raise UserError(f"{path}: frames {np.intersect1d(train, test)[:5].tolist()} (0-based) are in both train and test.")
+        raise UserError(f"{path}: frames {(np.intersect1d(train, test)[:5] + 1).tolist()} (1-based) are in both "
+                        "trainNdxs and testNdxs; a frame belongs to one of them.")
 
 
 def write_splits_mat(path: str | Path, train: np.ndarray, test: np.ndarray) -> None:

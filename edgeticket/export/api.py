@@ -21,7 +21,7 @@ from edgeticket.export.config import ExportConfig
 from edgeticket.export.fold import fold_batchnorm
 from edgeticket.export.onnx_export import export_onnx, ort_session, run_ort
 from edgeticket.export.quantize import calibration_images, quantize_int8
-from edgeticket.fsio import dir_is_nonempty, save_torch, sha256_file, versions, write_json
+from edgeticket.fsio import save_torch, sha256_file, versions, write_json
 from edgeticket.hparams import InputSize
 from edgeticket.models.adapt import layer_widths
 from edgeticket.models.card import ModelCard
@@ -83,9 +83,23 @@ def export(src: str | Path, out: str | Path, config: ExportConfig | None = None,
     ``data`` (a dataset folder or cache) feeds parity, calibration and drift; by default the
     data the source was trained on, as its meta.json records.
     """
+    from edgeticket.runs import claimed
+
     cfg = config or ExportConfig()
-    compact_model, int8 = cfg.compact, cfg.int8
     src, out = Path(src), Path(out)
+    with claimed(out, "export", export_identity(src, cfg, data), overwrite=overwrite, resume_option=None,
+                 inputs={"source model": src, "data folder": data}):
+        return _export(src, out, cfg, data, progress)
+
+
+def export_identity(src: Path, cfg: ExportConfig, data) -> dict:
+    """What an export is made from: the source's files, the settings and the data."""
+    files = {name: sha256_file(src / name) for name in (paths.MODEL, paths.MASK, paths.META) if (src / name).is_file()}
+    return {"source": files, "config": cfg.to_dict(), "data": None if data is None else str(Path(data).resolve())}
+
+
+def _export(src: Path, out: Path, cfg: ExportConfig, data, progress: bool) -> dict:
+    compact_model, int8 = cfg.compact, cfg.int8
     t0 = time.perf_counter()
     model, meta = load_model_dir(src)
     model.eval()
@@ -93,8 +107,6 @@ def export(src: str | Path, out: str | Path, config: ExportConfig | None = None,
     if mask is not None:
         mask.check_fits(model, str(src / paths.MASK))
         mask.apply_(model)
-    if dir_is_nonempty(out) and not overwrite and (out / paths.ONNX).exists():
-        raise UserError(f"--out {out}: already holds an export; pass --overwrite or another --out.")
     size = InputSize(*meta["input_size"])
     mean, std = tuple(meta["mean"]), tuple(meta["std"])
     channel_ticket = mask is not None and mask.is_channel_ticket

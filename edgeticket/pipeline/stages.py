@@ -7,7 +7,6 @@ the same Python API as the individual commands.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -226,11 +225,14 @@ class Pipeline:
 def run_pipeline(config: str | Path, out: str | Path | None = None, *, device: str | None = None,
                  overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Run (or resume) the pipeline of the TOML file ``config``; ``out`` and ``device`` override its [run]."""
-    cfg = load_config(config)
+    from edgeticket.runs import claimed
+
+    cfg = load_config(config)  # every section and value checked before any stage runs
     out = Path(out or cfg.run.out)
     source = cfg.data.source
-    if source != "synth" and out.resolve() in [Path(source).resolve(), *Path(source).resolve().parents]:
-        raise UserError(f"--out {out}: holds the data {source}; choose an --out beside the data, not above it.")
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    return Pipeline(cfg, out, device, progress, log).run()
+    inputs = {"data folder": None if source == "synth" else source, "config": cfg.path}
+    # the whole run is one folder of kind pipeline, written by one command at a time; its stages
+    # claim their own sub-folders
+    with claimed(out, "pipeline", {"config": cfg.raw}, resume=not overwrite, overwrite=overwrite, inputs=inputs,
+                 resume_option=None):
+        return Pipeline(cfg, out, device, progress, log).run()

@@ -79,17 +79,25 @@ def read_ticket(path: str | Path, arch: str, allow_pickle: bool = False) -> tupl
 
 
 def import_ticket(path: str | Path, out: str | Path, *, arch: str = "fcrn_resnet50",
-                  allow_pickle: bool = False) -> tuple[Mask, list[str]]:
+                  allow_pickle: bool = False, overwrite: bool = False) -> tuple[Mask, list[str]]:
     """Import a published ImageNet ticket into the folder ``out``: ``mask.pt``, ``meta.json``
     (where it came from, its sha256) and ``sparsity.json``; ``out`` can then be passed to
-    ``finetune(mask=Mask.load(out))`` or ``edgeticket finetune --mask``."""
+    ``finetune(mask=Mask.load(out))`` or ``edgeticket finetune --mask``.
+
+    ``out`` is empty, or an imported ticket of the same file and arch (rewritten), or, with
+    ``overwrite``, another imported ticket; any other folder is refused."""
+    from edgeticket.runs import claimed
+
     path, out = Path(path), Path(out)
     mask, notes = read_ticket(path, arch, allow_pickle)
-    mask.save(out / paths.MASK)
-    write_json(out / paths.META, {"arch": arch, "criterion": "imported", "level": None, "branch": "",
-                                  "imported_from": str(path), "source_sha256": sha256_file(path), "notes": notes,
-                                  "versions": versions()})
-    from edgeticket.tickets.sparsity import sparsity_report
+    sha = sha256_file(path)
+    with claimed(out, "ticket", {"source_sha256": sha, "arch": arch}, overwrite=overwrite, resume_option=None,
+                 inputs={"ticket file": path}):
+        mask.save(out / paths.MASK)
+        write_json(out / paths.META, {"arch": arch, "criterion": "imported", "level": None, "branch": "",
+                                      "imported_from": str(path), "source_sha256": sha, "notes": notes,
+                                      "versions": versions()})
+        from edgeticket.tickets.sparsity import sparsity_report
 
-    write_json(out / paths.SPARSITY, sparsity_report(mask))  # unstructured: effective = the mask's
+        write_json(out / paths.SPARSITY, sparsity_report(mask))  # unstructured: effective = the mask's
     return Mask.load(out / paths.MASK), notes

@@ -26,6 +26,7 @@ from edgeticket.fsio import load_torch, read_json, write_json
 from edgeticket.hparams import FieldError
 from edgeticket.models.adapt import layer_widths
 from edgeticket.models.macs import count_macs
+from edgeticket.runs import identity_of, write_marker
 from edgeticket.tickets.config import SearchConfig
 from edgeticket.tickets.context import SearchContext
 from edgeticket.tickets.criteria.common import channel_dead
@@ -37,10 +38,12 @@ from edgeticket.train.distill import teacher_for
 from edgeticket.train.optim import batch_plan
 from edgeticket.train.run import (
     DEFAULT_DEVICE,
-    check_out_dir,
+    claim_out,
+    data_identity,
     open_prepared,
     refuse_out_near_data,
     setup_device,
+    train_identity,
 )
 from edgeticket.train.trainer import Trainer
 
@@ -92,6 +95,7 @@ def train_masked(ctx: SearchContext, folder: Path, mask: Mask, start: dict[str, 
     the remaining steps (open_lth's ``start_step``), so that it ends at level 0's total step
     count; ``pretrained`` and ``init`` are K = 0.
     """
+    mark_level(ctx, folder, meta.get("level"), meta.get("branch", ""))
     model = ctx.training_model(start)
     mask.check_fits(model, str(folder / paths.MASK))
     mask.apply_(model)
@@ -110,6 +114,14 @@ def train_masked(ctx: SearchContext, folder: Path, mask: Mask, start: dict[str, 
     return report
 
 
+def mark_level(ctx: SearchContext, folder: Path, level: int | None, branch: str = "") -> None:
+    """A level or branch folder says what it is, before anything else is written into it."""
+    if D.current().is_main and not (folder / paths.RUN_MARKER).exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        write_marker(folder, "branch" if branch else "level",
+                     {"search": identity_of(search_identity(ctx.cfg, ctx.data)), "level": level, "branch": branch})
+
+
 def sparsity_report(ctx: SearchContext, mask: Mask, meta: dict) -> dict:
     """sparsity.json: effective, mask and channel sparsity per layer and in total, and the MACs."""
     rep = effective_report(mask, groups=ctx.groups if mask.is_channel_ticket else [])
@@ -124,7 +136,7 @@ def run_level(ctx: SearchContext, level: int) -> dict:
     folder = paths.level_dir(ctx.root, level)
     if (folder / paths.SPARSITY).exists():
         return read_json(folder / paths.SPARSITY)
-    folder.mkdir(parents=True, exist_ok=True)
+    mark_level(ctx, folder, level)
     notes: list[str] = []
     if (folder / paths.MASK).exists():
         mask = Mask.load(folder / paths.MASK)
@@ -164,17 +176,24 @@ def search(data: str | Path, out: str | Path, config: SearchConfig | None = None
     teacher = teacher_for(cfg.train, cfg.model.arch)  # a bad --distill is refused before anything is written
     prepared = open_prepared(data, cfg.data, progress)
     _check_rewind_step(cfg, prepared.count("train"))
-    check_out_dir(root, resume, overwrite)
-    root.mkdir(parents=True, exist_ok=True)
-    if D.current().is_main and not saved.exists():
-        write_json(saved, {"config": cfg.to_dict(), "data": str(data), "cache": str(prepared.root)})
-    ctx = SearchContext(root, cfg, prepared, dev, progress, teacher)
-    for level in range(cfg.levels):
-        if level > 0 and cfg.target_sparsity is not None and 1 - level_density(cfg, level - 1) >= cfg.target_sparsity - 1e-9:
-            break  # the previous level reached the target (the schedule is clamped to it)
-        run_level(ctx, level)
-        faults.point("level")
-    return write_summary(root) if D.current().is_main else {}
+    with claim_out(root, "search", search_identity(cfg, prepared), resume=resume, overwrite=overwrite,
+                   inputs={"data folder": data}):
+        if D.current().is_main and not saved.exists():
+            write_json(saved, {"config": cfg.to_dict(), "data": str(data), "cache": str(prepared.root)})
+        ctx = SearchContext(root, cfg, prepared, dev, progress, teacher)
+        for level in range(cfg.levels):
+            if level > 0 and cfg.target_sparsity is not None and \
+                    1 - level_density(cfg, level - 1) >= cfg.target_sparsity - 1e-9:
+                break  # the previous level reached the target (the schedule is clamped to it)
+            run_level(ctx, level)
+            faults.point("level")
+        return write_summary(root) if D.current().is_main else {}
+
+
+def search_identity(cfg: SearchConfig, prepared) -> dict:
+    """The settings that make a search's levels what they are (what a resume must keep)."""
+    d = cfg.to_dict()
+    return {**d, "data": data_identity(prepared), "train": train_identity(cfg.train)}
 
 
 def _check_rewind_step(cfg: SearchConfig, n_train: int) -> None:

@@ -12,11 +12,13 @@ from edgeticket.models.registry import build_model
 from edgeticket.train.config import FinetuneConfig
 from edgeticket.train.run import (
     DEFAULT_DEVICE,
-    check_out_dir,
+    claim_out,
+    data_identity,
     open_prepared,
     refuse_out_near_data,
     run_meta,
     setup_device,
+    train_identity,
 )
 from edgeticket.train.trainer import Trainer, TrainResult
 
@@ -60,23 +62,42 @@ def finetune(
     refuse_out_near_data(out, data)  # before the data folder gets a cache
     prepared = open_prepared(data, cfg.data, progress)
     start_step = _checked_start_step(start_step, prepared.count("train"), cfg)  # before --overwrite clears anything
-    check_out_dir(out, resume, overwrite, data)
-    torch.manual_seed(cfg.train.seed)
-    arch = cfg.model.arch
-    model = build_model(arch, weights_backbone=None if weights else cfg.model.pretrained)
-    if weights is not None:
-        from edgeticket.models.store import load_state
+    start = start_record(weights, start_step, cfg)
+    identity = {"model": cfg.model.to_dict(), "data": data_identity(prepared), "train": train_identity(cfg.train),
+                "mask": mask_digest(mask), "start": {k: v for k, v in start.items() if k != "weights"}}
+    inputs = {"data folder": data, "mask": None if mask is None else mask.source, "weights": weights}
+    with claim_out(out, "finetune", identity, resume=resume, overwrite=overwrite, inputs=inputs):
+        torch.manual_seed(cfg.train.seed)
+        arch = cfg.model.arch
+        model = build_model(arch, weights_backbone=None if weights else cfg.model.pretrained)
+        if weights is not None:
+            from edgeticket.models.store import load_state
 
-        load_state(model, weights)
-    extra = {}
-    if mask is not None:
-        mask.check_fits(model, f"--mask {mask.source}")
-        extra = describe_ticket(mask, model)
-    meta = run_meta(arch, prepared, pretrained=cfg.model.pretrained, task="finetune", data_config=cfg.data.to_dict(),
-                    start=start_record(weights, start_step, cfg), **extra)
-    trainer = Trainer(model, prepared, cfg.train, out, meta=meta, mask=mask, device=dev, progress=progress,
-                      teacher=teacher)
-    return trainer.fit(resume=resume, start_step=start_step)
+            load_state(model, weights)
+        extra = {}
+        if mask is not None:
+            mask.check_fits(model, f"--mask {mask.source}")
+            extra = describe_ticket(mask, model)
+        meta = run_meta(arch, prepared, pretrained=cfg.model.pretrained, task="finetune",
+                        data_config=cfg.data.to_dict(), start=start, **extra)
+        trainer = Trainer(model, prepared, cfg.train, out, meta=meta, mask=mask, device=dev, progress=progress,
+                          teacher=teacher)
+        return trainer.fit(resume=resume, start_step=start_step)
+
+
+def mask_digest(mask) -> str | None:
+    """A short hash of a mask's entries (names and bits): the ticket a run trains, for its identity."""
+    if mask is None:
+        return None
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name in sorted(mask):
+        h.update(name.encode())
+        h.update(np.packbits(mask[name].detach().cpu().numpy().ravel()).tobytes())
+    return h.hexdigest()[:16]
 
 
 def _checked_start_step(start, n_train: int, cfg: FinetuneConfig) -> int:

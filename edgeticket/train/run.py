@@ -3,8 +3,9 @@ folder, the prepared data and the sidecar that says what made a run."""
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -13,10 +14,11 @@ from edgeticket.data.config import DataConfig
 from edgeticket.data.dataset import PreparedData
 from edgeticket.data.prepare import resolve_data
 from edgeticket.errors import UserError
-from edgeticket.fsio import dir_is_nonempty, remove_stale_temps, versions
+from edgeticket.fsio import remove_stale_temps, versions
 from edgeticket.models.registry import get_record
+from edgeticket.runs import claimed, refuse_overlap
 from edgeticket.train import distributed as D
-from edgeticket.train.config import DEFAULT_DEVICE, DEVICE_HELP  # noqa: F401 - the device option's one home
+from edgeticket.train.config import DEFAULT_DEVICE, DEVICE_HELP, RESUMABLE_CHANGES, TrainConfig  # noqa: F401 - the device option's one home
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -39,45 +41,43 @@ def setup_device(device: str | None) -> torch.device:
     return dev
 
 
-def check_out_dir(out: Path, resume: bool, overwrite: bool, data: str | Path | None = None) -> None:
-    """Refuse a non-empty ``--out`` unless resuming or overwriting; ``--overwrite`` clears it.
+@contextlib.contextmanager
+def claim_out(out: str | Path, kind: str, settings: dict, *, resume: bool, overwrite: bool,
+              inputs: dict | None = None) -> Iterator[None]:
+    """Hold ``--out`` for this run (``runs.claimed``: its kind, identity, lock and inputs).
 
-    An ``--out`` inside the data folder is refused too: runs and datasets stay apart.
+    Rank 0 claims and holds the lock; every rank learns a refusal, so that all of them stop.
     """
-    out = Path(out)
-    if data is not None:
-        refuse_out_near_data(out, data)
-    # Rank 0 decides and acts; every rank then meets at the same barrier.
-    action = _out_dir_action(out, resume, overwrite) if D.current().is_main else None
-    action = D.broadcast_object(action)
-    D.barrier()
-    if action and action.startswith("error:"):
-        raise UserError(action.removeprefix("error:"))
+    stack = contextlib.ExitStack()
+    error = None
+    if D.current().is_main:
+        try:
+            stack.enter_context(claimed(out, kind, settings, resume=resume, overwrite=overwrite, inputs=inputs))
+            if resume:
+                remove_stale_temps(out)
+        except UserError as e:
+            error = str(e)
+    if D.current().enabled:
+        error = D.broadcast_object(error)
+        D.barrier()
+    if error is not None:
+        raise UserError(error)
+    with stack:
+        yield
 
 
 def refuse_out_near_data(out: str | Path, data: str | Path) -> None:
     """Runs and datasets stay apart: no --out inside the data folder, or above it."""
-    d, o = Path(data).resolve(), Path(out).resolve()
-    if o == d or d in o.parents:
-        raise UserError(f"--out {out}: is inside the data folder {data}; choose a folder outside it.")
-    if o in d.parents:
-        raise UserError(f"--out {out}: holds the data {data}; choose an --out beside the data, not above it.")
+    refuse_overlap(out, {"data folder": data})
 
 
-def _out_dir_action(out: Path, resume: bool, overwrite: bool) -> str:
-    if not dir_is_nonempty(out):
-        return "fresh"
-    if resume:
-        remove_stale_temps(out)
-        return "resume"
-    if not overwrite:
-        return f"error:--out {out}: is not empty; pass --resume to continue that run or --overwrite to replace it."
-    for p in out.iterdir():
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
-    return "overwritten"
+def train_identity(train: TrainConfig) -> dict:
+    """The training settings that change a run's result (what a resume must keep)."""
+    return {k: v for k, v in train.to_dict().items() if k not in RESUMABLE_CHANGES}
+
+
+def data_identity(data: PreparedData) -> dict:
+    return {"cache_key": data.meta.get("key"), "input_size": list(data.input_size)}
 
 
 def run_meta(arch: str, data: PreparedData, **extra) -> dict:

@@ -26,6 +26,7 @@ from edgeticket.data.synth.streams import SPLIT_TAG, room_and_view
 from edgeticket.errors import UserError
 from edgeticket.fsio import atomic_path
 from edgeticket.progress import track
+from edgeticket.runs import claimed, staged
 
 PRESETS: dict[str, int] = {"small": 64, "nyu": OFFICIAL_FRAMES}
 MIN_FRAMES = 8
@@ -52,12 +53,16 @@ def synthetic_split(n: int, seed: int, views: int = 1) -> tuple[np.ndarray, np.n
 
 
 def write_synthetic(
-    out: Path, n: int, seed: int = 0, progress: bool = True, workers: int | None = None, views: int = DEFAULT_VIEWS
+    out: Path, n: int, seed: int = 0, progress: bool = True, workers: int | None = None, views: int = DEFAULT_VIEWS,
+    *, overwrite: bool = False,
 ) -> dict:
     """Render n frames, ``views`` per room, into ``out`` as ``nyu_depth_v2_labeled.mat`` plus ``splits.mat``.
 
-    Frames stream from the workers into the file as they are rendered. The .mat is written to
-    a temporary file and renamed into place last, so a killed run never leaves a partial one.
+    Frames stream from the workers into the file as they are rendered. The two files are one
+    unit: they are written into a staging folder that is swapped in whole (``runs.staged``), so a
+    killed run leaves the old dataset or the new one, never a new split beside old frames. A
+    folder that holds a dataset is replaced only with ``overwrite``; one that already holds
+    these frames (same n, seed and views) is left as it is (``"reused": True``).
     """
     out = Path(out)
     n = _checked_n(n)
@@ -73,18 +78,22 @@ def write_synthetic(
         workers = os.cpu_count() or 1
     if int(workers) < 1:
         raise UserError(f"--workers {workers}: give at least 1 worker process.")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: is a file; pass a folder to write the synthetic dataset into.")
     workers = min(int(workers), n)
     train, test = synthetic_split(n, seed, views)
     start = time.perf_counter()
-    frames = track(_frames(n, int(seed), workers, views), "rendering rooms", total=n, enabled=progress)
-    # the .mat is renamed into place after splits.mat: a folder that holds it holds its split
-    with atomic_path(out / LABELED_FILE) as tmp:
-        write_labeled_mat(tmp, frames, n, scenes=scene_names(n, views))
-        write_splits_mat(out / SPLITS_FILE, train, test)
+    settings = {"frames": n, "seed": int(seed), "views": views}
+    with claimed(out, "dataset", settings, overwrite=overwrite, resume_option=None, stage=True) as claim:
+        reused = claim.action == "resume"
+        if not reused:
+            frames = track(_frames(n, int(seed), workers, views), "rendering rooms", total=n, enabled=progress)
+            with staged(out) as stage:
+                with atomic_path(stage / LABELED_FILE) as tmp:
+                    write_labeled_mat(tmp, frames, n, scenes=scene_names(n, views))
+                write_splits_mat(stage / SPLITS_FILE, train, test)
+                claim.mark(stage)
     seconds = time.perf_counter() - start
     return {
+        "reused": reused,
         "path": str(out),
         "n": n,
         "n_train": int(len(train)),
