@@ -145,8 +145,6 @@ def test_bench_bad_inputs(chain, synth_dir, tmp_path):
     other.mkdir()
     card = ModelCard(input_size=(32, 48), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     export_onnx(fold_batchnorm(build_model("fcrn_tiny").eval()), other / "m.onnx", (32, 48), card.to_onnx_props())
-    with pytest.raises(UserError, match="takes 32x48 but the baseline"):
-        bench([str(other / "m.onnx")], dense, synth_dir, tmp_path / "b", runs=2, progress=False)
     empty = tmp_path / "empty"
     empty.mkdir()
     from test_data import write_mat
@@ -229,3 +227,104 @@ def test_a_diverged_onnx_model_scores_like_bts_and_its_nonfinite_pixels_are_coun
     assert diverged["nonfinite"] == r["test_frames"] * (h // 4 + 3 + 2) * w and finite["nonfinite"] == 0
     for k in METRIC_KEYS:
         assert np.isfinite(diverged[k]) and diverged[k] == pytest.approx(finite[k], rel=1e-6), k
+
+
+class _FakeSession:
+    """A session whose run takes ``cost`` x the machine's slowness at that moment, on a simulated clock."""
+
+    def __init__(self, name, cost, clock, log):
+        self.name, self.cost, self.clock, self.log = name, cost, clock, log
+
+    def get_inputs(self):
+        return [type("I", (), {"name": "input"})()]
+
+    def run(self, _outputs, _feed):
+        self.log.append(self.name)
+        self.clock[0] += self.cost * (1.0 + self.clock[0] / 200.0)  # the machine slows down steadily
+
+
+def test_interleaved_rounds_cancel_drift_that_a_sequential_pass_does_not():
+    from edgeticket.bench.latency import interleaved, speedup_with_interval
+
+    clock, log = [0.0], []
+    a, b = _FakeSession("a", 1.0, clock, log), _FakeSession("b", 1.0, clock, log)  # identical models
+    times = interleaved([(a, (8, 8)), (b, (8, 8))], 1, rounds=20, runs=100, warmup=2, timer=lambda: clock[0] / 1000)
+    assert [t.shape for t in times] == [(20, 5), (20, 5)]
+    timed = log[4:]  # after two warm-up runs each
+    blocks = [timed[i:i + 5] for i in range(0, len(timed), 5)]
+    assert all(len(set(blk)) == 1 for blk in blocks)  # a block of runs per model
+    orders = [tuple(blk[0] for blk in blocks[r * 2:r * 2 + 2]) for r in range(20)]
+    assert all(sorted(o) == ["a", "b"] for o in orders) and len(set(orders)) == 2  # both models every round, shuffled
+    point, ci = speedup_with_interval(times[0], times[1])
+    # one sequential pass: b runs after a, on a slower machine, and looks slower by the drift
+    clock[0], log[:] = 0.0, []
+    sa = interleaved([(a, (8, 8))], 1, 1, 100, 2, timer=lambda: clock[0] / 1000)[0]
+    sb = interleaved([(b, (8, 8))], 1, 1, 100, 2, timer=lambda: clock[0] / 1000)[0]
+    sequential = float(np.median(sa) / np.median(sb))
+    assert sequential < 0.9  # the drift the rounds are there to cancel
+    assert abs(point - 1.0) < abs(sequential - 1.0) / 5 and ci[0] <= 1.0 <= ci[1]
+
+
+def test_speedup_interval_holds_a_known_ratio_and_excludes_a_wrong_one():
+    from edgeticket.bench.latency import latency_stats, speedup_with_interval
+
+    rng = np.random.default_rng(0)
+    drift = 1 + 0.3 * rng.random((12, 1))  # per-round machine state, shared by both models (paired)
+    model = 10.0 * drift * (1 + 0.05 * rng.standard_normal((12, 6)))
+    base = 2.0 * 10.0 * drift * (1 + 0.05 * rng.standard_normal((12, 6)))
+    point, ci = speedup_with_interval(base, model)
+    assert point == pytest.approx(np.median(base) / np.median(model))
+    assert ci[0] <= 2.0 <= ci[1] and ci[1] - ci[0] < 0.3 and not ci[0] <= 1.5 <= ci[1]
+    st = latency_stats(model, 1)
+    assert st["p50"] == pytest.approx(np.median(model)) and st["p50_ci"][0] <= st["p50"] <= st["p50_ci"][1]
+    assert st["min"] == model.min() and st["p90"] == pytest.approx(np.percentile(model, 90))
+    assert st["rounds"] == 12 and st["runs_per_round"] == 6 and st["bootstrap"] == "rounds"
+
+
+@pytest.mark.parametrize("speedup, ci, strict, passed, noisy", [
+    (1.25, (1.10, 1.40), False, True, True),   # point passes, interval straddles 1.2
+    (1.25, (1.10, 1.40), True, False, True),   # strict: the far end 1.10 fails
+    (1.15, (1.05, 1.30), False, False, True),  # point fails, within noise
+    (1.50, (1.30, 1.70), True, True, False),   # clear pass either way
+    (1.00, (0.95, 1.05), False, False, False), # clear fail
+])
+def test_speedup_gate_within_noise_and_strict(speedup, ci, strict, passed, noisy):
+    from edgeticket.bench.gates import judge_gates
+
+    entry = {"vs_baseline": {"speedup": speedup, "speedup_ci": list(ci), "metrics_delta": {}}}
+    failed, within = judge_gates(parse_gates("speedup>=1.2"), entry, strict)
+    assert (not failed) == passed and bool(within) == noisy
+    if noisy:
+        assert ("within noise" in within[0]) != strict and f"[{ci[0]:.4g}, {ci[1]:.4g}]" in within[0]
+
+
+def test_a_copy_of_the_baseline_benches_at_one(chain, synth_dir, tmp_path):
+    import shutil
+
+    dense = chain / "e_dense" / paths.ONNX
+    copy = tmp_path / "copy" / paths.ONNX
+    copy.parent.mkdir()
+    shutil.copy(dense, copy)
+    r = bench([str(copy)], str(dense), synth_dir, tmp_path / "b", runs=200, rounds=20, warmup=10, batch_size=1,
+              limit=2, threads=1, gate="speedup>=1.0")
+    v = r["models"][1]["vs_baseline"]
+    assert 0.93 <= v["speedup"] <= 1.07 and v["speedup_ci"][0] <= 1.0 <= v["speedup_ci"][1], v
+    lp = r["latency_protocol"]
+    assert lp["rounds"] == 20 and lp["runs_per_round"] == 10 and r["session"]["intra_op_threads"] == 1
+    assert set(r["machine"]["isa"]) >= {"avx2", "avx512f", "avx512_vnni"}
+    for m in r["models"]:
+        b1 = m["latency"]["batch1"]
+        assert b1["runs"] == 200 and b1["p50_ci"][0] <= b1["p50"] <= b1["p50_ci"][1]
+    assert "p50 95%" in (tmp_path / "b" / paths.REPORT_MD).read_text()
+
+
+def test_models_of_different_input_sizes_bench_together(chain, synth_dir, tmp_path):
+    dense = str(chain / "e_dense" / paths.ONNX)
+    card = ModelCard(input_size=(32, 48), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    small = tmp_path / "small" / "model.onnx"
+    small.parent.mkdir()
+    export_onnx(fold_batchnorm(build_model("fcrn_tiny").eval()), small, (32, 48), card.to_onnx_props())
+    r = bench([str(small)], dense, synth_dir, tmp_path / "b", runs=4, rounds=2, warmup=1, batch_size=2, limit=3)
+    assert [m["input_size"] for m in r["models"]] == ["48x64", "32x48"]
+    assert all(np.isfinite(m["metrics"]["delta1"]) for m in r["models"])
+    assert "| 32x48 |" in (tmp_path / "b" / paths.REPORT_MD).read_text()

@@ -3,21 +3,25 @@
 report.json schema (``schema`` = 1, stable; fields are only ever added):
 
     {"schema": 1, "command": str, "created": str,
-     "machine": {"cpu": str, "cores_physical": int, "cores_logical": int, "platform": str},
+     "machine": {"cpu": str, "cores_physical": int, "cores_logical": int, "platform": str,
+                 "isa": {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "neon": bool}},
      "versions": {...}, "onnxruntime": str, "provider": str, "graph_optimization": str,
-     "threads": int, "data": str, "test_frames": int, "baseline": str,
-     "models": [{"path": str, "name": str, "baseline": bool,
+     "threads": int, "session": {"intra_op_threads", "inter_op_threads", "execution_mode", "allow_spinning"},
+     "latency_protocol": {"rounds", "runs_per_round", "runs", "warmup", "order", "interval", "gate_strict"},
+     "data": str, "test_frames": int, "baseline": str,
+     "models": [{"path": str, "name": str, "baseline": bool, "input_size": "HxW",
                  "metrics": {abs_rel, sq_rel, rmse, rmse_log, log10, delta1, delta2, delta3,
                              nonfinite (non-finite predicted pixels, scored as BTS does)},
                  "latency_ms": {"p50", "p90", "mean", "min"},
-                 "latency": {"batch1": {...}, "batchN": {...}},
+                 "latency": {"batch1": {..., "p50_ci": [lo, hi], "rounds", "runs_per_round", "bootstrap"},
+                             "batchN": {...}},
                  "throughput_img_s": {"batch1": float, "batchN": float},
                  "size": {"bytes", "params", "macs", "sparsity" (effective: masked or in a dead channel),
                           "sparsity_unstructured" (the mask's zeros), "sparsity_structural"},
                  "info": {"arch", "level", "criterion", "branch", "precision", "preprocess"},
-                 "vs_baseline": {"speedup", "speedup_batch", "size_ratio", "macs_ratio", "params_ratio",
-                                 "metrics_delta": {metric: model - baseline}},
-                 "gates": {"passed": bool, "failed": [str]}}],
+                 "vs_baseline": {"speedup", "speedup_ci": [lo, hi], "speedup_batch", "size_ratio", "macs_ratio",
+                                 "params_ratio", "metrics_delta": {metric: model - baseline}},
+                 "gates": {"passed": bool, "failed": [str], "within_noise": [str]}}],
      "gates": [str], "plots": [str]}
 """
 
@@ -33,8 +37,16 @@ from edgeticket import paths
 from edgeticket.bench import plots
 from edgeticket.bench.config import BenchConfig
 from edgeticket.bench.evaluate import OnnxModel, evaluate_models, open_model
-from edgeticket.bench.gates import check_gates
-from edgeticket.bench.latency import cpu_model, measure, physical_cores
+from edgeticket.bench.gates import judge_gates
+from edgeticket.bench.latency import (
+    BOOTSTRAP,
+    cpu_model,
+    interleaved,
+    isa_flags,
+    latency_stats,
+    physical_cores,
+    speedup_with_interval,
+)
 from edgeticket.errors import UserError
 from edgeticket.fsio import versions, write_json, write_text
 from edgeticket.train.metrics import METRIC_KEYS
@@ -90,25 +102,22 @@ def _bench(models, baseline, data: Path, out: Path, config, search, progress: bo
     paths_in = [baseline] + [str(m) for m in models if Path(m).resolve() != Path(baseline).resolve()]
     opened: list[OnnxModel] = [open_model(p, cfg, prov) for p in paths_in]
     base = opened[0]
-    for m in opened[1:]:
-        if m.pre.input_size != base.pre.input_size:
-            raise UserError(f"{m.path}: takes {m.pre.input_size} but the baseline {base.path} takes "
-                            f"{base.pre.input_size}; compare models of one input size.")
-    runs, warmup, batch_size = cfg.runs, cfg.warmup, cfg.batch_size
+    batch_size = cfg.batch_size
 
     metrics, panel = evaluate_models(opened, data, batch_size=batch_size, limit=cfg.limit, progress=progress,
                                      keep_frames=cfg.panel_frames)
-    entries = []
-    for m, met in zip(opened, metrics, strict=True):
-        lat1 = measure(m.sess, m.pre.input_size, 1, runs, warmup)
-        batched = batch_size > 1 and m.fixed_batch is None
-        latb = measure(m.sess, m.pre.input_size, batch_size, max(3, runs // 5), max(1, warmup // 2)) if batched else lat1
-        entries.append(_entry(m, met, lat1, latb))
+    lat1, latb = _latency(opened, cfg)
+    entries = [_entry(m, met, l1, lb) for m, met, l1, lb in zip(opened, metrics, lat1, latb, strict=True)]
     entries[0]["baseline"] = True
-    for e in entries:
+    for k, e in enumerate(entries):
         e["vs_baseline"] = _versus(e, entries[0])
-        failed = check_gates(gates, e) if not e["baseline"] else []
-        e["gates"] = {"passed": not failed, "failed": failed}
+        e["vs_baseline"]["speedup"], e["vs_baseline"]["speedup_ci"] = speedup_with_interval(
+            lat1[0]["_times"], lat1[k]["_times"], seed=k)
+        failed, noisy = judge_gates(gates, e, cfg.gate_strict) if not e["baseline"] else ([], [])
+        e["gates"] = {"passed": not failed, "failed": failed, "within_noise": noisy}
+    for e in entries:
+        for lat in e["latency"].values():
+            lat.pop("_times", None)
 
     import onnxruntime as ort
 
@@ -117,12 +126,18 @@ def _bench(models, baseline, data: Path, out: Path, config, search, progress: bo
         "command": command,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"cpu": cpu_model(), "cores_physical": physical_cores(), "cores_logical": os.cpu_count(),
-                    "platform": platform.platform()},
+                    "platform": platform.platform(), "isa": isa_flags()},
         "versions": versions(),
         "onnxruntime": ort.__version__,
         "provider": prov,
         "graph_optimization": cfg.opt_level,
         "threads": threads,
+        "session": {"intra_op_threads": threads, "inter_op_threads": 1, "execution_mode": "sequential",
+                    "allow_spinning": cfg.spin},
+        "latency_protocol": {"rounds": cfg.rounds, "runs_per_round": lat1[0]["runs_per_round"],
+                             "runs": lat1[0]["runs"], "warmup": cfg.warmup, "order": "shuffled per round",
+                             "interval": f"bootstrap 95% over {lat1[0]['bootstrap']} ({BOOTSTRAP} resamples)",
+                             "gate_strict": cfg.gate_strict},
         "data": str(data),
         "test_frames": metrics[0].get("n_images", 0),
         "baseline": base.path,
@@ -134,6 +149,21 @@ def _bench(models, baseline, data: Path, out: Path, config, search, progress: bo
     write_json(out / paths.REPORT_JSON, report)
     write_text(out / paths.REPORT_MD, markdown(report))
     return report
+
+
+def _latency(models: list[OnnxModel], cfg: BenchConfig) -> tuple[list[dict], list[dict]]:
+    """Batch-1 latency of every model in interleaved rounds; then the batched figure, interleaved
+    among the models that take a dynamic batch (the others repeat their batch-1 figure)."""
+    t1 = interleaved([(m.sess, m.pre.input_size) for m in models], 1, cfg.rounds, cfg.runs, cfg.warmup)
+    lat1 = [{**latency_stats(t, 1, seed=k), "_times": t} for k, t in enumerate(t1)]
+    latb = list(lat1)
+    batched = [k for k, m in enumerate(models) if m.fixed_batch is None] if cfg.batch_size > 1 else []
+    if batched:
+        tb = interleaved([(models[k].sess, models[k].pre.input_size) for k in batched], cfg.batch_size,
+                         min(cfg.rounds, max(1, cfg.runs // 5)), max(3, cfg.runs // 5), max(1, cfg.warmup // 2))
+        for k, t in zip(batched, tb, strict=True):
+            latb[k] = latency_stats(t, cfg.batch_size, seed=k)
+    return lat1, latb
 
 
 def _entry(m: OnnxModel, met: dict, lat1: dict, latb: dict) -> dict:
@@ -150,6 +180,7 @@ def _entry(m: OnnxModel, met: dict, lat1: dict, latb: dict) -> dict:
                  "sparsity": c and (c.sparsity if c.sparsity is not None else c.sparsity_unstructured),
                  "sparsity_unstructured": c and c.sparsity_unstructured,
                  "sparsity_structural": c and c.sparsity_structural},
+        "input_size": str(m.pre.input_size),
         "info": {"arch": c and c.arch, "level": c and c.level, "criterion": c and c.criterion,
                  "branch": c and c.branch, "precision": c.precision if c else "fp32",
                  "preprocess": {"input_size": str(m.pre.input_size), "mean": m.pre.mean, "std": m.pre.std,
@@ -177,29 +208,47 @@ def _fmt(v, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
 
+def _ci(ci, spec: str) -> str:
+    return "–" if not ci else f"[{format(ci[0], spec)}, {format(ci[1], spec)}]"
+
+
 def markdown(report: dict) -> str:
     m0 = report["machine"]
+    lp = report.get("latency_protocol", {})
+    isa = ", ".join(k for k, v in m0.get("isa", {}).items() if v) or "none listed"
     lines = [
         "# edgeticket bench\n",
         f"`{report['command']}`  \n" if report["command"] else "",
-        f"{m0['cpu']}, {report['threads']} threads, ONNX Runtime {report['onnxruntime']} ({report['provider']}, "
-        f"graph optimisation {report['graph_optimization']}); {report['test_frames']} test frames of {report['data']}.\n",
-        "| model | δ1 | Δδ1 | rmse | Δrmse | abs_rel | p50 ms | p90 ms | speedup | img/s (b1) | GMACs | MACs ratio | MB | sparsity (effective/struct.) | gates |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"{m0['cpu']} (ISA: {isa}), {report['threads']} intra-op threads, 1 inter-op, spinning "
+        f"{'on' if report.get('session', {}).get('allow_spinning', True) else 'off'}; ONNX Runtime {report['onnxruntime']} "
+        f"({report['provider']}, graph optimisation {report['graph_optimization']}); {report['test_frames']} test frames "
+        f"of {report['data']}.  \n",
+        f"Latency: {lp.get('rounds', 1)} interleaved rounds x {lp.get('runs_per_round', '?')} runs per model after "
+        f"{lp.get('warmup', 0)} warm-up runs, order shuffled per round; intervals are {lp.get('interval', '–')}.\n",
+        "| model | input | δ1 | Δδ1 | rmse | Δrmse | abs_rel | p50 ms | p50 95% | p90 ms | speedup | speedup 95% | img/s (b1) "
+        "| GMACs | MACs ratio | MB | sparsity (effective/struct.) | gates |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in report["models"]:
         v, s, d = e["vs_baseline"], e["size"], e["vs_baseline"]["metrics_delta"]
         name = f"**{e['name']}** (baseline)" if e["baseline"] else e["name"]
         gates = "–" if e["baseline"] or not report["gates"] else ("pass" if e["gates"]["passed"] else "FAIL: " + "; ".join(e["gates"]["failed"]))
+        noisy = [n for n in e["gates"].get("within_noise", []) if n not in e["gates"]["failed"]]
+        if noisy:
+            gates += " (" + "; ".join(noisy) + ")"
         lines.append(
-            f"| {name} | {e['metrics']['delta1']:.4f} | {d['delta1']:+.4f} | {e['metrics']['rmse']:.4f} | {d['rmse']:+.4f} | "
-            f"{e['metrics']['abs_rel']:.4f} | {e['latency_ms']['p50']:.1f} | {e['latency_ms']['p90']:.1f} | {v['speedup']:.2f}x | "
-            f"{e['throughput_img_s']['batch1']:.1f} | {_fmt(s['macs'] and s['macs'] / 1e9, '.3f')} | {_fmt(v['macs_ratio'], '.3f')} | "
+            f"| {name} | {e.get('input_size', '–')} | {e['metrics']['delta1']:.4f} | {d['delta1']:+.4f} | "
+            f"{e['metrics']['rmse']:.4f} | {d['rmse']:+.4f} | {e['metrics']['abs_rel']:.4f} | {e['latency_ms']['p50']:.1f} | "
+            f"{_ci(e['latency']['batch1'].get('p50_ci'), '.1f')} | {e['latency_ms']['p90']:.1f} | {v['speedup']:.2f}x | "
+            f"{_ci(v.get('speedup_ci'), '.2f')} | {e['throughput_img_s']['batch1']:.1f} | "
+            f"{_fmt(s['macs'] and s['macs'] / 1e9, '.3f')} | {_fmt(v['macs_ratio'], '.3f')} | "
             f"{s['bytes'] / 1e6:.2f} | {_fmt(s['sparsity'], '.2f')} / {_fmt(s['sparsity_structural'], '.2f')} | {gates} |"
         )
     lines.append("")
-    lines.append("Speedup is the baseline's p50 over the model's (batch 1). Unstructured sparsity gives ONNX Runtime no "
-                 "speed: only removed channels (structural sparsity) and INT8 do.")
+    lines.append("Speedup is the baseline's p50 over the model's (batch 1); its interval comes from the same resampled "
+                 "rounds for both (paired). A gate decides on the point and says \"within noise\" when the interval "
+                 "straddles its threshold (--gate-strict decides on the far end). Unstructured sparsity gives ONNX "
+                 "Runtime no speed: only removed channels (structural sparsity) and INT8 do.")
     if report.get("plots"):
         lines.append("")
         lines += [f"![{Path(p).stem}]({Path(p).name})" for p in report["plots"]]

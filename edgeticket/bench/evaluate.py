@@ -1,7 +1,8 @@
 """Accuracy of ONNX models with ONNX Runtime on a dataset folder's test split.
 
 The ground truth is read at full resolution (480x640) from the dataset itself, never from the
-resized training cache. Each frame is resized whole to the model's input size by the same
+resized training cache. Each frame is resized whole to each model's own input size (models of
+different input sizes can be benched together: the metrics are at ground-truth resolution) by the same
 function ``data prepare`` uses, normalised with the model's own mean/std (from its metadata),
 and the prediction is scored by the training code's metrics.
 """
@@ -55,7 +56,7 @@ def open_model(path: str, cfg: BenchConfig, provider: str = "CPUExecutionProvide
         raise UserError(f"{path}: no such ONNX file.")
     try:
         meta = read_metadata(p)
-        sess = ort_session(p, cfg.threads, provider, cfg.opt_level)
+        sess = ort_session(p, cfg.threads, provider, cfg.opt_level, cfg.spin)
     except Exception as e:  # onnxruntime raises its own exception types for a bad file
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{path}: not a loadable ONNX model ({msg[:160]}).") from None
@@ -93,16 +94,18 @@ def evaluate_models(models: list[OnnxModel], data: str | Path, batch_size: int =
     idx = split.test if limit is None else split.test[:limit]
     if len(idx) == 0:
         raise UserError(f"--data {data}: the test split is empty; there is nothing to evaluate.")
-    size = models[0].pre.input_size
     accs = [MetricAccumulator("cpu") for _ in models]
     panel = {"rgb": [], "gt": [], "pred": [[] for _ in models], "frames": []}
     batch: list[tuple[np.ndarray, np.ndarray, int]] = []
 
     def flush():
-        rgb_small = torch.from_numpy(np.stack([resize_rgb(r, size) for r, _, _ in batch])).permute(0, 3, 1, 2)
         gt = torch.from_numpy(np.stack([d for _, d, _ in batch]))[:, None]
+        resized: dict[tuple[int, int], torch.Tensor] = {}  # each model at its own input size, resized once per size
         for k, m in enumerate(models):
-            x = to_input(rgb_small, m.pre.mean, m.pre.std).numpy()
+            size = tuple(m.pre.input_size)
+            if size not in resized:
+                resized[size] = torch.from_numpy(np.stack([resize_rgb(r, size) for r, _, _ in batch])).permute(0, 3, 1, 2)
+            x = to_input(resized[size], m.pre.mean, m.pre.std).numpy()
             pred = torch.from_numpy(m.run(x)).float()
             if pred.dim() != 4 or pred.shape[1] != 1:
                 raise UserError(f"{m.path}: outputs shape {tuple(pred.shape)}; edgeticket expects depth N x 1 x h x w.")

@@ -2,7 +2,9 @@
 
 Comma means AND; the operators are <=, >=, <, >. ``<metric>_drop`` is baseline - model for
 delta1..3; ``<metric>_rise`` is model - baseline for the error metrics; ``speedup``,
-``size_ratio`` and ``macs_ratio`` are the ratios against the baseline.
+``size_ratio`` and ``macs_ratio`` are the ratios against the baseline. A figure with an
+interval (``speedup_ci``) is judged on its point estimate and marked "within noise" when the
+interval straddles the threshold; ``--gate-strict`` judges it on the interval's far end.
 """
 
 from __future__ import annotations
@@ -77,13 +79,42 @@ def gate_value(key: str, vs_baseline: dict) -> float:
     return -delta if kind == "drop" else delta
 
 
-def check_gates(gates: list[Gate], entry: dict) -> list[str]:
-    """The gates an entry fails, each as 'key=actual fails key<op>value'."""
-    failed = []
+def gate_interval(key: str, vs_baseline: dict) -> list[float] | None:
+    """The 95% interval of a gated figure where the bench measured one (``speedup_ci``)."""
+    ci = vs_baseline.get(f"{key}_ci")
+    return list(ci) if ci else None
+
+
+def _far_end(g: Gate, ci: list[float]) -> float:
+    """The end of the interval least favourable to passing."""
+    return ci[0] if g.op in (">=", ">") else ci[1]
+
+
+def judge_gates(gates: list[Gate], entry: dict, strict: bool = False) -> tuple[list[str], list[str]]:
+    """(failed, within_noise): each as 'key=actual [lo, hi] fails key<op>value'.
+
+    A gate decides on the point estimate; where the figure's interval straddles the threshold
+    the verdict is marked "within noise". ``strict`` decides on the interval's far end instead.
+    """
+    failed, noisy = [], []
     for g in gates:
         actual = gate_value(g.key, entry["vs_baseline"])
         if actual is None:
             failed.append(f"{g.key} is unknown (the model or the baseline has no edgeticket metadata) and fails {g}")
-        elif not g.holds(actual):
-            failed.append(f"{g.key}={actual:.4g} fails {g}")
-    return failed
+            continue
+        ci = gate_interval(g.key, entry["vs_baseline"])
+        shown = f"{g.key}={actual:.4g}" + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
+        straddles = ci is not None and g.holds(ci[0]) != g.holds(ci[1])
+        ok = g.holds(_far_end(g, ci)) if strict and ci else g.holds(actual)
+        verdict = f"{shown} {'passes' if ok else 'fails'} {g}"
+        if straddles:
+            verdict += " (strict: on the interval's far end)" if strict else " (within noise)"
+            noisy.append(verdict)
+        if not ok:
+            failed.append(verdict)
+    return failed, noisy
+
+
+def check_gates(gates: list[Gate], entry: dict, strict: bool = False) -> list[str]:
+    """The gates an entry fails, each as 'key=actual fails key<op>value'."""
+    return judge_gates(gates, entry, strict)[0]

@@ -1,9 +1,13 @@
-"""Latency the way a careful engineer measures it.
+"""Latency in interleaved rounds, with bootstrap intervals.
 
-Warm-up runs first, then N timed runs, each a full ``session.run`` on a fixed random batch;
-p50, p90, mean and min in milliseconds, at batch 1 and at a chosen batch size, with
-intra-op threads set to the physical cores by default and ORT's graph optimisation level
-recorded. Throughput is images per second at the p50.
+Every session is warmed up first. Then ``rounds`` rounds: each round times every model
+(baseline included) for a block of runs, in an order shuffled per round, so that drift of a
+shared machine (another process, the clock, the caches) falls on all models alike instead of
+on whichever model happened to run during it. Each run is a full ``session.run`` on a fixed
+random batch. p50, p90, mean and min are over all runs of a model; the 95% interval of p50
+and of a speed-up comes from a bootstrap over rounds (the same resampled rounds for both
+models of a ratio, which pairs them), or over runs when there are fewer than 4 rounds.
+Throughput is images per second at the p50.
 """
 
 from __future__ import annotations
@@ -61,6 +65,22 @@ def summarize(times_ms: list[float], batch: int) -> dict:
     }
 
 
+def isa_flags() -> dict[str, bool]:
+    """The CPU's vector ISA as /proc/cpuinfo lists it: what decides fp32 and INT8 kernels in ORT."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return {"avx2": "avx2" in flags, "fma": "fma" in flags, "avx512f": "avx512f" in flags,
+            "avx512_vnni": "avx512_vnni" in flags, "avx_vnni": "avx_vnni" in flags,
+            "amx_int8": "amx_int8" in flags, "neon": "asimd" in flags}
+
+
 def measure(sess, input_size: tuple[int, int], batch: int = 1, runs: int = 50, warmup: int = 5, seed: int = 0) -> dict:
     name = sess.get_inputs()[0].name
     x = np.random.default_rng(seed).standard_normal((batch, 3, *input_size)).astype(np.float32)
@@ -72,3 +92,64 @@ def measure(sess, input_size: tuple[int, int], batch: int = 1, runs: int = 50, w
         sess.run(None, {name: x})
         times.append((time.perf_counter() - t0) * 1000.0)
     return summarize(times, batch)
+
+
+BOOTSTRAP = 2000
+MIN_ROUNDS_FOR_ROUND_BOOTSTRAP = 4
+
+
+def interleaved(sessions: list[tuple[object, tuple[int, int]]], batch: int, rounds: int, runs: int, warmup: int,
+                seed: int = 0, timer=time.perf_counter) -> list[np.ndarray]:
+    """Times in ms, one (rounds, runs_per_round) array per session; every round times every
+    session for a block of ``ceil(runs / rounds)`` runs, in an order shuffled per round."""
+    rng = np.random.default_rng(seed)
+    per_round = max(1, -(-runs // rounds))
+    feeds = []
+    for sess, size in sessions:
+        x = np.random.default_rng(seed).standard_normal((batch, 3, *size)).astype(np.float32)
+        feeds.append({sess.get_inputs()[0].name: x})
+    for (sess, _), feed in zip(sessions, feeds, strict=True):
+        for _ in range(warmup):
+            sess.run(None, feed)
+    times = [np.zeros((rounds, per_round)) for _ in sessions]
+    for r in range(rounds):
+        for k in rng.permutation(len(sessions)):
+            sess, feed = sessions[k][0], feeds[k]
+            for j in range(per_round):
+                t0 = timer()
+                sess.run(None, feed)
+                times[k][r, j] = (timer() - t0) * 1000.0
+    return times
+
+
+def _resampled(n_rounds: int, n_runs: int, seed: int) -> tuple[str, np.ndarray]:
+    """Bootstrap index sets: whole rounds when there are enough of them, else single runs."""
+    rng = np.random.default_rng(seed)
+    if n_rounds >= MIN_ROUNDS_FOR_ROUND_BOOTSTRAP:
+        return "rounds", rng.integers(0, n_rounds, size=(BOOTSTRAP, n_rounds))
+    return "runs", rng.integers(0, n_rounds * n_runs, size=(BOOTSTRAP, n_rounds * n_runs))
+
+
+def _boot_p50(times: np.ndarray, kind: str, idx: np.ndarray) -> np.ndarray:
+    if kind == "rounds":
+        return np.median(times[idx].reshape(len(idx), -1), axis=1)
+    return np.median(times.ravel()[idx], axis=1)
+
+
+def latency_stats(times: np.ndarray, batch: int, seed: int = 0) -> dict:
+    """p50, p90, mean, min over all runs, and the bootstrap 95% interval of p50."""
+    out = summarize(times.ravel().tolist(), batch)
+    kind, idx = _resampled(*times.shape, seed)
+    lo, hi = np.percentile(_boot_p50(times, kind, idx), [2.5, 97.5])
+    out.update({"p50_ci": [float(lo), float(hi)], "rounds": int(times.shape[0]),
+                "runs_per_round": int(times.shape[1]), "bootstrap": kind})
+    return out
+
+
+def speedup_with_interval(base: np.ndarray, model: np.ndarray, seed: int = 0) -> tuple[float, list[float]]:
+    """base p50 / model p50, and its 95% interval from the same resampled rounds for both (paired)."""
+    point = float(np.median(base) / np.median(model))
+    kind, idx = _resampled(*base.shape, seed)
+    ratios = _boot_p50(base, kind, idx) / _boot_p50(model, kind, idx)
+    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    return point, [float(lo), float(hi)]

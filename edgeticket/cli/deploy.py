@@ -79,16 +79,24 @@ def bench(
 def print_bench_table(report: dict) -> None:
     from rich.table import Table
 
-    t = Table(title=f"ONNX Runtime {report['onnxruntime']}, {report['threads']} threads, {report['test_frames']} test frames")
-    for c in ("model", "δ1", "Δδ1", "rmse", "Δrmse", "p50 ms", "speedup", "GMACs", "MB"):
+    lp = report.get("latency_protocol", {})
+    t = Table(title=f"ONNX Runtime {report['onnxruntime']}, {report['threads']} threads, {report['test_frames']} test "
+                    f"frames, {lp.get('rounds', 1)} interleaved rounds x {lp.get('runs_per_round', '?')} runs")
+    for c in ("model", "input", "δ1", "Δδ1", "rmse", "Δrmse", "p50 ms", "speedup", "95%", "GMACs", "MB"):
         t.add_column(c, justify="left" if c == "model" else "right")
     for e in report["models"]:
-        d, s = e["vs_baseline"]["metrics_delta"], e["size"]
-        t.add_row(e["name"] + (" (baseline)" if e["baseline"] else ""), f"{e['metrics']['delta1']:.4f}",
-                  f"{d['delta1']:+.4f}", f"{e['metrics']['rmse']:.4f}", f"{d['rmse']:+.4f}",
-                  f"{e['latency_ms']['p50']:.1f}", f"{e['vs_baseline']['speedup']:.2f}x",
+        d, s, v = e["vs_baseline"]["metrics_delta"], e["size"], e["vs_baseline"]
+        ci = v.get("speedup_ci")
+        t.add_row(e["name"] + (" (baseline)" if e["baseline"] else ""), e.get("input_size", "–"),
+                  f"{e['metrics']['delta1']:.4f}", f"{d['delta1']:+.4f}", f"{e['metrics']['rmse']:.4f}",
+                  f"{d['rmse']:+.4f}", f"{e['latency_ms']['p50']:.1f}", f"{v['speedup']:.2f}x",
+                  f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "–",
                   "–" if s["macs"] is None else f"{s['macs'] / 1e9:.3f}", f"{s['bytes'] / 1e6:.2f}")
     console().print(t)
+    for e in report["models"]:
+        for n in e["gates"].get("within_noise", []):
+            if n not in e["gates"]["failed"]:
+                typer.echo(f"gate within noise: {e['path']}: {n}", err=True)
 
 
 PipelineDevice = Annotated[str | None, typer.Option("--device", help="Override the config's [run] device.")]

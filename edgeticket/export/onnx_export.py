@@ -77,13 +77,15 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 def ort_session(path: str | Path, threads: int | None = None, provider: str = "CPUExecutionProvider",
-                opt_level: str = "all"):
+                opt_level: str = "all", spin: bool = True):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     so.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
