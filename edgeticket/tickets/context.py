@@ -32,6 +32,7 @@ class SearchContext:
         self.probe = probe
         self._model: nn.Module | None = None  # one training model for every level and branch
         self.net: nn.Module | None = None  # ... and its compiled wrapper, made once
+        self.budget = None  # a tickets.budget.LatencyBudget for a latency-budgeted channel search
 
     def training_model(self, weights: dict[str, torch.Tensor]) -> nn.Module:
         """The search's one training model, loaded in place with ``weights``."""
