@@ -45,12 +45,13 @@ def fake_timing(monkeypatch, tmp_path):
         ms = [[_conv_macs(s, ci, ci if s.depthwise else co) * NS_PER_MAC for co in outs] for ci in ins]
         return {"in": ins, "out": outs, "ms": ms, "call_ms": 0.0}
 
-    def time_model(model, size, widths, timing):
+    def time_models(model, size, widths_list, timing):
         shapes = conv_shapes(model, size)
-        return 1.0 + sum(_conv_macs(s, *widths.get(n, (s.cin, s.cout))) for n, s in shapes.items()) * NS_PER_MAC
+        return [1.0 + sum(_conv_macs(s, *wd.get(n, (s.cin, s.cout))) for n, s in shapes.items()) * NS_PER_MAC
+                for wd in widths_list]
 
     monkeypatch.setattr(LM, "measure_conv", measure_conv)
-    monkeypatch.setattr(LM, "_time_model", time_model)
+    monkeypatch.setattr(LM, "_time_models", time_models)
 
 
 def _tiny():
@@ -173,3 +174,34 @@ def test_latency_model_shapes_cover_every_conv():
     shapes = conv_shapes(m, tuple(SIZE))
     assert set(shapes) == {n for n, mod in m.named_modules() if isinstance(mod, torch.nn.Conv2d)}
     assert isinstance(LatencyModel, type)
+
+
+@pytest.mark.slow
+def test_target_speedup_2_is_measured_at_least_1_8x(synth_dir, tmp_path, monkeypatch):
+    """The issue's acceptance run: fcrn_resnet18 at 96x128, measured for real by the bench."""
+    from edgeticket.data.config import DataConfig
+    from edgeticket.data.prepare import prepare
+    from edgeticket.fsio import read_json
+
+    monkeypatch.setenv("EDGETICKET_CACHE", str(tmp_path / "latency"))
+    data = prepare(synth_dir, tmp_path / "c96", DataConfig(input_size=(96, 128), val_fraction=0.15), progress=False)
+    r = CliRunner()
+    out = tmp_path / "s"
+    res = r.invoke(app, ["search", "--data", str(data), "--out", str(out), "--arch", "fcrn_resnet18",
+                         "--pretrained", "none", "--epochs", "1", "--batch-size", "8", "--device", "cpu",
+                         "--criterion", "channel", "--rate", "0.3", "--levels", "5", "--target-speedup", "2",
+                         "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "reached at level" in res.output
+    last = sorted(out.glob("level_*"))[-1]
+    for src, name in ((out / "level_00", "dense"), (last, "ticket")):
+        res = r.invoke(app, ["export", str(src), "--out", str(tmp_path / name), "--quiet"])
+        assert res.exit_code == 0, res.output
+    res = r.invoke(app, ["bench", str(tmp_path / "ticket" / "model.onnx"), "--baseline",
+                         str(tmp_path / "dense" / "model.onnx"), "--data", str(synth_dir), "--out",
+                         str(tmp_path / "b"), "--limit", "2", "--runs", "30", "--quiet"])
+    assert res.exit_code == 0, res.output
+    report = read_json(tmp_path / "b" / "report.json")
+    ticket = next(e for e in report["models"] if not e["baseline"])
+    assert ticket["vs_baseline"]["speedup"] >= 1.8, ticket["vs_baseline"]
+    assert read_json(last / "sparsity.json")["predicted_speedup"] >= 2.0 - 1e-9

@@ -39,6 +39,7 @@ from edgeticket.fsio import write_json
 
 GRID = (0.125, 0.25, 0.5, 0.75, 1.0)
 TABLE_VERSION = 2
+B_RANGE = (0.5, 2.0)  # a conv inside the graph costs between half and twice its table entry
 
 
 @dataclass(frozen=True)
@@ -286,15 +287,14 @@ def build_latency_model(model: nn.Module, input_size: tuple[int, int], half_widt
             print(f"  latency table: {s.key} ({i + 1}/{len(todo)})", flush=True)
         table[s.key] = measure_conv(s, timing)
     if model_key not in fits or remeasure or todo:
-        dense_ms = _time_model(model, input_size, {}, timing)
-        half_ms = _time_model(model, input_size, half_widths, timing)
+        dense_ms, half_ms = _time_models(model, input_size, [{}, half_widths], timing)
         fits[model_key] = {"dense_ms": dense_ms, "half_ms": half_ms}
     built_s = time.perf_counter() - t0
     lm = LatencyModel(shapes, table, 0.0, 1.0, fits[model_key]["dense_ms"], {})
     sd, sh = lm.conv_sum(), lm.conv_sum(half_widths)
     dense_ms, half_ms = fits[model_key]["dense_ms"], fits[model_key]["half_ms"]
     b = (dense_ms - half_ms) / (sd - sh) if sd - sh > 1e-9 else 1.0
-    b = b if b > 0 else dense_ms / max(sd, 1e-9)
+    b = min(max(b, B_RANGE[0]), B_RANGE[1])  # a noisy calibration cannot make a conv cost 10x its table
     lm.a, lm.b = dense_ms - b * sd, b
     fits[model_key].update(a=lm.a, b=lm.b, conv_sum_dense=sd, conv_sum_half=sh)
     prov = machine_provenance(timing)
@@ -309,22 +309,40 @@ def build_latency_model(model: nn.Module, input_size: tuple[int, int], half_widt
     return lm
 
 
-def _time_model(model: nn.Module, input_size: tuple[int, int], widths: dict[str, tuple[int, int]],
-                timing: Timing) -> float:
-    """Export a copy of ``model`` at ``widths`` (random weights, BN folded, as export leaves it) and time it."""
+def _time_models(model: nn.Module, input_size: tuple[int, int], widths: list[dict[str, tuple[int, int]]],
+                 timing: Timing, rounds: int = 5) -> list[float]:
+    """Export copies of ``model`` at each of ``widths`` (random weights, BN folded, as export leaves them) and
+    time them in interleaved rounds (a shuffled order per round); the median of each."""
     import copy
+    import random
     import tempfile
 
     from edgeticket.export.fold import fold_batchnorm
-    from edgeticket.export.onnx_export import export_onnx
+    from edgeticket.export.onnx_export import export_onnx, ort_session
     from edgeticket.models.adapt import adapt_widths
 
-    m = copy.deepcopy(model).cpu().eval()
-    if widths:
-        m = adapt_widths(m, {k: list(v) for k, v in widths.items()})
-    m = fold_batchnorm(m)
+    x = np.random.default_rng(0).standard_normal((1, 3, *input_size)).astype(np.float32)
+    sessions = []
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "m.onnx"
-        export_onnx(m, path, input_size, {})
-        # two interleaved passes, the lower median: the whole model is the calibration point
-        return min(time_onnx(path, (1, 3, *input_size), timing) for _ in range(2))
+        for i, wd in enumerate(widths):
+            m = copy.deepcopy(model).cpu().eval()
+            if wd:
+                m = adapt_widths(m, {k: list(v) for k, v in wd.items()})
+            path = Path(tmp) / f"m{i}.onnx"
+            export_onnx(fold_batchnorm(m), path, input_size, {})
+            sessions.append(ort_session(path, timing.resolved_threads(), timing.ort_provider(), timing.opt_level))
+    feeds = [{s.get_inputs()[0].name: x} for s in sessions]
+    for s, f in zip(sessions, feeds, strict=True):
+        for _ in range(timing.warmup):
+            s.run(None, f)
+    times: list[list[float]] = [[] for _ in sessions]
+    order = list(range(len(sessions)))
+    rng = random.Random(0)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for i in order:
+            for _ in range(max(1, timing.runs // 2)):
+                t0 = time.perf_counter()
+                sessions[i].run(None, feeds[i])
+                times[i].append((time.perf_counter() - t0) * 1000.0)
+    return [statistics.median(t) for t in times]
