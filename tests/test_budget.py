@@ -16,7 +16,7 @@ import edgeticket.bench.latency_model as LM
 from edgeticket.bench.latency_model import ConvShape, LatencyModel, Timing, conv_shapes, interp_conv
 from edgeticket.cli.app import app
 from edgeticket.models.macs import count_macs
-from edgeticket.models.registry import build_model
+from edgeticket.models.registry import build_model, list_models
 from edgeticket.tickets.budget import LatencyBudget, prune_to_latency
 from edgeticket.tickets.criteria.channel import prune_channels
 from edgeticket.tickets.criteria.common import channel_alive, prunable_names, with_bn_entries
@@ -205,3 +205,20 @@ def test_target_speedup_2_is_measured_at_least_1_8x(synth_dir, tmp_path, monkeyp
     ticket = next(e for e in report["models"] if not e["baseline"])
     assert ticket["vs_baseline"]["speedup"] >= 1.8, ticket["vs_baseline"]
     assert read_json(last / "sparsity.json")["predicted_speedup"] >= 2.0 - 1e-9
+
+
+@pytest.mark.parametrize("arch", [a for a in list_models() if a != "fcrn_resnet34"])  # 34 = 18's blocks
+def test_allocation_meets_a_target_on_every_architecture(fake_timing, arch):
+    m = build_model(arch)
+    scope = prunable_names(m)
+    groups = prunable_groups(channel_groups(m, build_graph(m)), set(scope))
+    init = with_bn_entries(Mask.ones(m, scope), groups)
+    half = prune_channels(m.state_dict(), init, groups, 0.5, 8).mask
+    lm = LM.build_latency_model(m, tuple(SIZE), alive_widths(m, half, groups), Timing(threads=1), model_key=arch)
+    budget = LatencyBudget(lm, lambda mask: alive_widths(m, mask, groups))
+    budget.target_ms = 0.6 * budget.predict(init)
+    res = prune_to_latency(m.state_dict(), init, groups, budget, 8)
+    assert budget.predict(res.mask) <= budget.target_ms
+    for g in groups:
+        n = int(channel_alive(res.mask, g).sum())
+        assert n == g.channels or n % 8 == 0 and n >= min(8, g.channels), (g.name, n)
