@@ -77,6 +77,8 @@ def search(
                   progress=progress_enabled(quiet))
     if D.current().is_main:
         typer.echo(format_table(summary["rows"]))
+        if summary.get("target"):
+            typer.echo(summary["target"]["message"])
         typer.echo(f"summary: {Path(out) / paths.SUMMARY_MD}, plot: {Path(out) / paths.SUMMARY_PNG}")
 
 

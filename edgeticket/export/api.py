@@ -149,7 +149,7 @@ def _export(src: Path, out: Path, cfg: ExportConfig, data, progress: bool) -> di
     card = ModelCard(input_size=size, mean=mean, std=std, arch=meta["arch"], macs=macs_after, params=params_after,
                      sparsity=sparsity_e, sparsity_unstructured=sparsity_u, sparsity_structural=sparsity_s, level=meta.get("level"),
                      criterion=meta.get("criterion") or "", branch=meta.get("branch") or "", version=__version__,
-                     source_sha256=source_sha)
+                     source_sha256=source_sha, predicted_latency_ms=_predicted_latency(src))
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / paths.ONNX
     staged = out / f".{paths.ONNX}.staged.tmp"  # becomes model.onnx only once it passes parity
@@ -200,6 +200,17 @@ def _ort_parity(path: Path, model, inputs) -> dict:
             raise ParityError(f"{path.parent / paths.ONNX}: ONNX Runtime differs from PyTorch by {rel:.2e} relative on "
                               f"{label} inputs (limit {PARITY_TOL:g}); the export is not faithful.")
     return parity
+
+
+def _predicted_latency(src: Path) -> float | None:
+    """A latency-budgeted search level's prediction (its sparsity.json), for the bench to set beside its measurement."""
+    from edgeticket.fsio import read_json
+
+    sp = src / paths.SPARSITY
+    if not sp.exists():
+        return None
+    value = read_json(sp).get("predicted_latency_ms")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def widths_report_from(before: dict[str, list[int]], after: dict[str, list[int]]) -> dict[str, list[int]]:

@@ -76,7 +76,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return dict(sess.get_modelmeta().custom_metadata_map)
 
 
-def ort_session(path: str | Path, threads: int | None = None, provider: str = "CPUExecutionProvider",
+def ort_session(path: str | Path | bytes, threads: int | None = None, provider: str = "CPUExecutionProvider",
                 opt_level: str = "all", spin: bool = True):
     import onnxruntime as ort
 
@@ -93,7 +93,7 @@ def ort_session(path: str | Path, threads: int | None = None, provider: str = "C
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[opt_level]
     so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=[provider])
+    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), so, providers=[provider])
 
 
 def run_ort(sess, x: np.ndarray) -> np.ndarray:

@@ -59,6 +59,7 @@ class ModelCard:
     criterion: str = ""
     branch: str = ""
     precision: str = "fp32"
+    predicted_latency_ms: float | None = None  # a latency-budgeted search's prediction for this ticket
     version: str = ""
     source_sha256: str = ""
     extra: dict[str, str] = field(default_factory=dict)  # keys this version does not know, kept as they are
@@ -112,6 +113,6 @@ def _parse_prop(key: str, text: str):
         return parse_rgb(text, positive=True)
     if key in ("macs", "params", "level"):
         return int(text) if text != "" else None
-    if key in ("sparsity", "sparsity_unstructured", "sparsity_structural"):
+    if key in ("sparsity", "sparsity_unstructured", "sparsity_structural", "predicted_latency_ms"):
         return float(text) if text != "" else None
     return text

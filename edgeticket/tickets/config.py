@@ -11,6 +11,7 @@ from edgeticket.tickets.rewind import RewindPoint
 from edgeticket.train.config import TrainConfig
 
 _PANEL = "Search"
+_BUDGET = "Latency budget"
 SCOPES = ("encoder", "decoder", "all")
 
 
@@ -44,14 +45,39 @@ class SearchConfig(Hparams):
                                  "(level 0's weights after K epochs or steps).", parse=RewindPoint.parse, panel=_PANEL)
     target_sparsity: float | None = hfield(None, help="Stop once a level reaches this sparsity.", low=0, high=1,
                                            low_open=True, high_open=True, panel=_PANEL)
+    target_speedup: float | None = hfield(None, help="Channel searches: prune to a predicted speed-up over the dense "
+                                          "model; each level then removes --rate of the latency, and the search stops "
+                                          "at the first level that meets it (--levels is a maximum).", low=1,
+                                          low_open=True, high=1e6, panel=_BUDGET)
+    target_latency: float | None = hfield(None, help="Channel searches: prune to a predicted latency in milliseconds "
+                                          "(as --target-speedup).", low=0, low_open=True, high=1e7, panel=_BUDGET)
+    latency_provider: str = hfield("cpu", help="ONNX Runtime provider the latency table is measured with.",
+                                   choices=("cpu", "cuda"), panel=_BUDGET)
+    threads: int | None = hfield(None, help="Intra-op threads of the latency table (default: physical cores, as "
+                                 "the bench).", low=1, high=1024, panel=_BUDGET)
+    remeasure: bool = hfield(False, help="Measure the latency table again instead of reading the cache.",
+                             panel=_BUDGET)
     model: ModelConfig = hfield(default_factory=ModelConfig, help="The model.", nested=True)
     data: DataConfig = hfield(default_factory=DataConfig, help="The data.", nested=True)
     train: TrainConfig = hfield(default_factory=TrainConfig, help="How every level trains.", nested=True)
 
     def check_fields(self) -> None:
+        if self.target_speedup is not None and self.target_latency is not None:
+            raise FieldError("target_latency", self.target_latency, "give --target-speedup or --target-latency, "
+                             "not both")
+        if self.budgeted and not self.structured:
+            from edgeticket.tickets.criteria import criterion_names
+
+            name = "target_speedup" if self.target_speedup is not None else "target_latency"
+            raise FieldError(name, getattr(self, name), f"a latency target takes a channel criterion "
+                             f"(--criterion {' or '.join(criterion_names(structured=True))}), not {self.criterion}")
         if self.rewind.kind == "epoch" and self.rewind.k >= self.train.epochs:
             raise FieldError("rewind", self.rewind, f"level 0 trains {self.train.epochs} epochs; choose a rewind "
                              "point inside that (or raise --epochs)")
+
+    @property
+    def budgeted(self) -> bool:
+        return self.target_speedup is not None or self.target_latency is not None
 
     @property
     def structured(self) -> bool:

@@ -33,6 +33,7 @@ class SearchContext:
         self.probe = probe
         self._model: nn.Module | None = None  # one training model for every level and branch
         self.net: nn.Module | None = None  # ... and its compiled wrapper, made once
+        self.budget = None  # a tickets.budget.LatencyBudget for a latency-budgeted channel search
         self._teacher = teacher
 
     @property

@@ -27,6 +27,7 @@ from edgeticket.hparams import FieldError
 from edgeticket.models.adapt import layer_widths
 from edgeticket.models.macs import count_macs
 from edgeticket.runs import identity_of, write_marker
+from edgeticket.tickets.budget import LatencyBudget, floor_widths
 from edgeticket.tickets.config import SearchConfig
 from edgeticket.tickets.context import SearchContext
 from edgeticket.tickets.criteria.common import channel_dead
@@ -81,7 +82,11 @@ def next_mask(ctx: SearchContext, level: int) -> tuple[Mask, list[str]]:
     weights = load_torch(prev / paths.FINAL, what="weights")
     mask = Mask.load(prev / paths.MASK)
     faults.point("mask")
-    res = ctx.criterion.prune(weights, mask, level_density(ctx.cfg, level), ctx.prune_context())
+    pctx = ctx.prune_context()
+    if ctx.budget is not None:
+        ctx.budget.target_ms = level_target_ms(ctx, mask)
+        pctx.latency = ctx.budget
+    res = ctx.criterion.prune(weights, mask, level_density(ctx.cfg, level), pctx)
     return res.mask, res.notes
 
 
@@ -128,8 +133,75 @@ def sparsity_report(ctx: SearchContext, mask: Mask, meta: dict) -> dict:
     size = tuple(ctx.cfg.data.input_size)
     macs = {"dense": count_macs(ctx.probe, size),
             "channel": count_macs(ctx.probe, size, alive_widths(ctx.probe, mask, ctx.groups))}
-    return {"level": meta.get("level"), "branch": meta.get("branch", ""), "criterion": meta.get("criterion"),
-            **rep, "macs": macs, "notes": meta.get("notes", [])}
+    out = {"level": meta.get("level"), "branch": meta.get("branch", ""), "criterion": meta.get("criterion"),
+           **rep, "macs": macs, "notes": meta.get("notes", [])}
+    if ctx.budget is not None:
+        out.update(latency_figures(ctx, mask))
+    return out
+
+
+# -- latency budgets (tickets/budget.py) -----------------------------------------------------------
+
+def final_target_ms(ctx: SearchContext, budget: LatencyBudget | None = None) -> float:
+    cfg, lm = ctx.cfg, (budget or ctx.budget).model
+    return cfg.target_latency if cfg.target_latency is not None else lm.dense_ms / cfg.target_speedup
+
+
+def level_target_ms(ctx: SearchContext, prev_mask: Mask) -> float:
+    """(1 - rate) of the previous level's predicted latency, never below the final target."""
+    return max(final_target_ms(ctx), (1 - ctx.cfg.rate) * ctx.budget.predict(prev_mask))
+
+
+def latency_figures(ctx: SearchContext, mask: Mask) -> dict:
+    pred, lm = ctx.budget.predict(mask), ctx.budget.model
+    return {"predicted_latency_ms": pred, "predicted_speedup": lm.dense_ms / pred if pred > 0 else None,
+            "target_latency_ms": final_target_ms(ctx), "latency_model": lm.provenance}
+
+
+def open_budget(ctx: SearchContext) -> LatencyBudget:
+    """The latency table for this model (measured on rank 0, or read from the cache) and the widths of a mask."""
+    from edgeticket.bench.latency_model import Timing, build_latency_model
+    from edgeticket.tickets.criteria.channel import prune_channels
+
+    cfg, probe, groups = ctx.cfg, ctx.probe, ctx.groups
+
+    def widths(m: Mask) -> dict[str, tuple[int, int]]:
+        return alive_widths(probe, m, groups)
+
+    lm = None
+    if D.current().is_main:
+        half = prune_channels(probe.state_dict(), ctx.initial_mask(), groups, 0.5, cfg.round_to).mask
+        size = tuple(cfg.data.input_size)
+        lm = build_latency_model(probe, size, widths(half), Timing(cfg.latency_provider, cfg.threads),
+                                 model_key=f"{cfg.model.arch}@{size[0]}x{size[1]}", remeasure=cfg.remeasure,
+                                 progress=ctx.progress)
+    budget = LatencyBudget(D.broadcast_object(lm), widths)
+    fastest = budget.model.predict(floor_widths(budget, ctx.initial_mask(), groups, cfg.round_to))
+    if fastest > final_target_ms(ctx, budget):
+        name = "target_speedup" if cfg.target_speedup is not None else "target_latency"
+        raise FieldError(name, getattr(cfg, name), f"even with every channel group at its floor (--round-to "
+                         f"{cfg.round_to}) the predicted latency is {fastest:.2f} ms, a speed-up of "
+                         f"{budget.model.dense_ms / fastest:.2f}x over the dense {budget.model.dense_ms:.2f} ms; "
+                         "choose a target within that")
+    return budget
+
+
+def target_outcome(ctx: SearchContext, reports: list[dict]) -> dict:
+    """Whether the search met its latency target, at which level, or how close it came."""
+    final = final_target_ms(ctx)
+    dense = ctx.budget.model.dense_ms
+    best = min(reports, key=lambda r: r["predicted_latency_ms"])
+    reached = best["predicted_latency_ms"] <= final * (1 + 1e-9)
+    if reached:
+        best = next(r for r in reports if r["predicted_latency_ms"] <= final * (1 + 1e-9))
+    text = (f"target {final:.2f} ms ({dense / final:.2f}x) "
+            + (f"reached at level {best['level']}" if reached else "not reached: the best level is "
+               f"{best['level']}")
+            + f": predicted {best['predicted_latency_ms']:.2f} ms, {best['predicted_speedup']:.2f}x over the dense "
+              f"{dense:.2f} ms")
+    return {"target_latency_ms": final, "target_speedup": dense / final, "reached": reached, "level": best["level"],
+            "predicted_latency_ms": best["predicted_latency_ms"], "predicted_speedup": best["predicted_speedup"],
+            "message": text}
 
 
 def run_level(ctx: SearchContext, level: int) -> dict:
@@ -176,23 +248,31 @@ def search(data: str | Path, out: str | Path, config: SearchConfig | None = None
     teacher = teacher_for(cfg.train, cfg.model.arch)  # a bad --distill is refused before anything is written
     prepared = open_prepared(data, cfg.data, progress)
     _check_rewind_step(cfg, prepared.count("train"))
+    ctx = SearchContext(root, cfg, prepared, dev, progress, teacher)
+    if cfg.budgeted:
+        ctx.budget = open_budget(ctx)  # an unreachable target is refused before anything is written
     with claim_out(root, "search", search_identity(cfg, prepared), resume=resume, overwrite=overwrite,
                    inputs={"data folder": data}):
         if D.current().is_main and not saved.exists():
             write_json(saved, {"config": cfg.to_dict(), "data": str(data), "cache": str(prepared.root)})
-        ctx = SearchContext(root, cfg, prepared, dev, progress, teacher)
+        reports = []
         for level in range(cfg.levels):
             if level > 0 and cfg.target_sparsity is not None and \
                     1 - level_density(cfg, level - 1) >= cfg.target_sparsity - 1e-9:
                 break  # the previous level reached the target (the schedule is clamped to it)
-            run_level(ctx, level)
+            reports.append(run_level(ctx, level))
             faults.point("level")
-        return write_summary(root) if D.current().is_main else {}
+            if ctx.budget is not None and reports[-1]["predicted_latency_ms"] <= final_target_ms(ctx) * (1 + 1e-9):
+                break  # the first level that meets the latency target is the last
+        if not D.current().is_main:
+            return {}
+        outcome = target_outcome(ctx, reports) if ctx.budget is not None else None
+        return write_summary(root, target=outcome)
 
 
 def search_identity(cfg: SearchConfig, prepared) -> dict:
     """The settings that make a search's levels what they are (what a resume must keep)."""
-    d = cfg.to_dict()
+    d = {k: v for k, v in cfg.to_dict().items() if k != "remeasure"}
     return {**d, "data": data_identity(prepared), "train": train_identity(cfg.train)}
 
 
@@ -214,6 +294,6 @@ def _changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
         if isinstance(old.get(k), dict) and isinstance(new.get(k), dict):
             out += _changed_settings(old[k], new[k], f"{name}.")
         elif old.get(k) != new.get(k) and name not in ("train.lr", "train.compile", "train.compile_mode",
-                                                        "train.eval_batch_size"):
+                                                        "train.eval_batch_size", "remeasure"):
             out.append(name)
     return out

@@ -36,6 +36,8 @@ def collect_rows(root: Path) -> list[dict]:
                 "channel_sparsity": s["total"]["channel_sparsity"],
                 "macs": s.get("macs", {}).get("channel"),
                 "macs_dense": s.get("macs", {}).get("dense"),
+                "predicted_latency_ms": s.get("predicted_latency_ms"),
+                "predicted_speedup": s.get("predicted_speedup"),
                 "val": m.get("val", {}),
                 "test": m.get("test", {}),
             })
@@ -114,20 +116,28 @@ def format_comparisons(comps: list[dict], split: str = "val") -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = "| level | branch | sparsity | channel sparsity | GMACs | val δ1 | val rmse | val abs_rel |\n"
-    head += "|---|---|---|---|---|---|---|---|\n"
+    timed = any(r.get("predicted_latency_ms") is not None for r in rows)
+    extra = " predicted ms | predicted speed-up |" if timed else ""
+    head = "| level | branch | sparsity | channel sparsity | GMACs |" + extra + " val δ1 | val rmse | val abs_rel |\n"
+    head += "|---|---|---|---|---|" + ("---|---|" if timed else "") + "---|---|---|\n"
     lines = []
     for r in rows:
         v = r["val"]
         macs = f"{r['macs'] / 1e9:.3f}" if r.get("macs") else "–"
+        pred = ""
+        if timed:
+            ms, x = r.get("predicted_latency_ms"), r.get("predicted_speedup")
+            pred = f" {ms:.2f} | {x:.2f}x |" if ms is not None else " – | – |"
         lines.append(
-            f"| {r['level']:02d} | {r['branch'] or '–'} | {r['sparsity']:.3f} | {r['channel_sparsity']:.3f} | {macs} | "
-            f"{v.get('delta1', float('nan')):.4f} | {v.get('rmse', float('nan')):.4f} | {v.get('abs_rel', float('nan')):.4f} |"
+            f"| {r['level']:02d} | {r['branch'] or '–'} | {r['sparsity']:.3f} | {r['channel_sparsity']:.3f} | {macs} |"
+            f"{pred} {v.get('delta1', float('nan')):.4f} | {v.get('rmse', float('nan')):.4f} | "
+            f"{v.get('abs_rel', float('nan')):.4f} |"
         )
     return head + "\n".join(lines) + "\n"
 
 
-def write_summary(root: str | Path, plot: bool = True) -> dict:
+def write_summary(root: str | Path, plot: bool = True, target: dict | None = None) -> dict:
+    """``target``: a latency-budgeted search's outcome (tickets.imp.target_outcome), kept across reruns."""
     root = Path(root)
     rows = collect_rows(root)
     comps = comparisons(rows)
@@ -135,12 +145,18 @@ def write_summary(root: str | Path, plot: bool = True) -> dict:
     cfg_path = root / paths.SEARCH
     if cfg_path.exists():
         summary["config"] = read_json(cfg_path).get("config")
+    if target is None and (root / paths.SUMMARY_JSON).exists():
+        target = read_json(root / paths.SUMMARY_JSON).get("target")
+    if target is not None:
+        summary["target"] = target
     write_json(root / paths.SUMMARY_JSON, summary)
     text = f"# Search summary: {root}\n\n" + format_table(rows)
     if comps:
         text += ("\n## Ticket vs baselines vs dense\n\nSparsity is effective (masked or in a dead channel); a "
                  "baseline is the mean ± sample std over its branches (the seeds of `random`).\n\n"
                  + format_comparisons(comps, "val") + "\n" + format_comparisons(comps, "test"))
+    if target:
+        text += f"\n{target['message']}\n"
     write_text(root / paths.SUMMARY_MD, text)
     if plot and rows:
         plot_summary(rows, root / paths.SUMMARY_PNG)

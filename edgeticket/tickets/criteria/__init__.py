@@ -31,6 +31,7 @@ class PruneContext:
 
     groups: list[ChannelGroup] = field(default_factory=list)  # prunable channel groups in scope
     round_to: int = 8  # channel counts are kept at multiples of this
+    latency: object | None = None  # a tickets.budget.LatencyBudget: prune to its target_ms instead of a density
 
 
 class Criterion:

@@ -100,4 +100,8 @@ class ChannelL1(Criterion):
     description = "structured; whole output channels of each coupled group by L1 norm, at the level's effective density"
 
     def prune(self, weights, mask: Mask, density: float, ctx: PruneContext) -> PruneResult:
+        if ctx.latency is not None:
+            from edgeticket.tickets.budget import prune_to_latency
+
+            return prune_to_latency(weights, mask, ctx.groups, ctx.latency, ctx.round_to)
         return prune_channels(weights, mask, ctx.groups, density, ctx.round_to)

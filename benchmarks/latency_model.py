@@ -1,0 +1,116 @@
+"""How well the latency table predicts ONNX Runtime: predicted vs measured p50 of channel tickets.
+
+For one architecture and input size: build (or read) the table, then make channel masks of
+random weights (uniform: every group at a density; budgeted: the allocation to a predicted
+speed-up), export each at its alive widths (BN folded, as ``edgeticket export`` leaves it) and
+time them all in interleaved rounds. Prints a table and writes JSON.
+
+    python benchmarks/latency_model.py --arch fcrn_resnet18 --size 228x304 --out runs/latency_model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", default="fcrn_resnet18")
+    ap.add_argument("--size", default="96x128")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--remeasure", action="store_true")
+    ap.add_argument("--out", default="runs/latency_model")
+    args = ap.parse_args()
+
+    from edgeticket.bench.latency_model import Timing, build_latency_model
+    from edgeticket.export.fold import fold_batchnorm
+    from edgeticket.export.onnx_export import export_onnx, ort_session
+    from edgeticket.models.adapt import adapt_widths
+    from edgeticket.models.registry import build_model
+    from edgeticket.tickets.budget import LatencyBudget, prune_to_latency
+    from edgeticket.tickets.criteria.channel import prune_channels
+    from edgeticket.tickets.criteria.common import prunable_names, with_bn_entries
+    from edgeticket.tickets.groups import build_graph, channel_groups, prunable_groups
+    from edgeticket.tickets.imp import alive_widths
+    from edgeticket.tickets.mask import Mask
+
+    h, w = (int(v) for v in args.size.split("x"))
+    torch.manual_seed(0)
+    m = build_model(args.arch).eval()
+    scope = prunable_names(m)
+    groups = prunable_groups(channel_groups(m, build_graph(m)), set(scope))
+    init = with_bn_entries(Mask.ones(m, scope), groups)
+    half = prune_channels(m.state_dict(), init, groups, 0.5, 8).mask
+    timing = Timing(threads=args.threads)
+    t0 = time.perf_counter()
+    lm = build_latency_model(m, (h, w), alive_widths(m, half, groups), timing, model_key=f"{args.arch}@{h}x{w}",
+                             remeasure=args.remeasure, progress=True)
+    build_s = time.perf_counter() - t0
+    budget = LatencyBudget(lm, lambda mk: alive_widths(m, mk, groups))
+    weights = m.state_dict()
+    cases = {"dense": init}
+    for d in (0.75, 0.5, 0.35):
+        cases[f"uniform {d:.2f}"] = prune_channels(weights, init, groups, d, 8).mask
+    for x in (2.0, 4.0):
+        budget.target_ms = lm.dense_ms / x
+        cases[f"budget {x:g}x"] = prune_to_latency(weights, init, groups, budget, 8).mask
+
+    tmp = Path(tempfile.mkdtemp())
+    sessions, preds = {}, {}
+    for name, mask in cases.items():
+        wd = alive_widths(m, mask, groups)
+        mm = fold_batchnorm(adapt_widths(build_model(args.arch), {k: list(v) for k, v in wd.items()}).eval())
+        path = tmp / (name.replace(" ", "_") + ".onnx")
+        export_onnx(mm, path, (h, w), {})
+        sessions[name] = ort_session(path, timing.resolved_threads(), timing.ort_provider(), timing.opt_level)
+        preds[name] = budget.predict(mask)
+    import numpy as np
+
+    x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
+    for s in sessions.values():
+        for _ in range(3):
+            s.run(None, {"x": x} if s.get_inputs()[0].name == "x" else {s.get_inputs()[0].name: x})
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    order = list(sessions)
+    for _ in range(args.rounds):
+        random.shuffle(order)
+        for k in order:
+            s = sessions[k]
+            feed = {s.get_inputs()[0].name: x}
+            for _ in range(args.runs):
+                t = time.perf_counter()
+                s.run(None, feed)
+                times[k].append((time.perf_counter() - t) * 1000)
+    rows = []
+    dense_meas = statistics.median(times["dense"])
+    print(f"\n{args.arch} at {h}x{w}, {timing.resolved_threads()} threads; table {'measured' if lm.provenance['measured_now'] else 'cached'} "
+          f"in {build_s:.1f} s; fit a={lm.a:.2f} ms, b={lm.b:.3f}")
+    print("| model | predicted ms | measured p50 ms | p10-p90 | error | predicted speed-up | measured speed-up |")
+    print("|---|---|---|---|---|---|---|")
+    for k in cases:
+        t = sorted(times[k])
+        p50 = statistics.median(t)
+        p10, p90 = t[len(t) // 10], t[(len(t) * 9) // 10]
+        err = preds[k] / p50 - 1
+        rows.append({"model": k, "predicted_ms": preds[k], "p50_ms": p50, "p10_ms": p10, "p90_ms": p90, "error": err,
+                     "predicted_speedup": lm.dense_ms / preds[k], "measured_speedup": dense_meas / p50})
+        print(f"| {k} | {preds[k]:.2f} | {p50:.2f} | {p10:.2f}-{p90:.2f} | {err:+.1%} | {lm.dense_ms / preds[k]:.2f}x | "
+              f"{dense_meas / p50:.2f}x |")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.arch}_{h}x{w}.json").write_text(json.dumps({"build_s": build_s, "provenance": lm.provenance,
+                                                                 "rows": rows}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

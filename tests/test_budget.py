@@ -1,0 +1,225 @@
+"""Latency-budgeted channel searches: the latency table, the allocation, the stop and the refusals.
+
+Most tests replace ONNX Runtime's timing with a cost model that is exact for the table (a
+conv costs its MACs), so the allocation and the stopping rule are checked against an
+independent computation without noise. The last test measures for real.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import SIZE, tiny_search_config, tiny_train_config
+from typer.testing import CliRunner
+
+import edgeticket.bench.latency_model as LM
+from edgeticket.bench.latency_model import ConvShape, LatencyModel, Timing, conv_shapes, interp_conv
+from edgeticket.cli.app import app
+from edgeticket.models.macs import count_macs
+from edgeticket.models.registry import build_model, list_models
+from edgeticket.tickets.budget import LatencyBudget, prune_to_latency
+from edgeticket.tickets.criteria.channel import prune_channels
+from edgeticket.tickets.criteria.common import channel_alive, prunable_names, with_bn_entries
+from edgeticket.tickets.groups import build_graph, channel_groups, prunable_groups
+from edgeticket.tickets.imp import alive_widths
+from edgeticket.tickets.mask import Mask
+
+NS_PER_MAC = 1e-6  # the fake machine: 1 ms per million MACs
+
+
+def _conv_macs(s: ConvShape, cin: int, cout: int) -> float:
+    ho = (s.hw[0] + 2 * s.padding[0] - s.dilation[0] * (s.kernel[0] - 1) - 1) // s.stride[0] + 1
+    wo = (s.hw[1] + 2 * s.padding[1] - s.dilation[1] * (s.kernel[1] - 1) - 1) // s.stride[1] + 1
+    per = s.kernel[0] * s.kernel[1] * (1 if s.depthwise else cin)
+    return ho * wo * per * (cin if s.depthwise else cout)
+
+
+@pytest.fixture
+def fake_timing(monkeypatch, tmp_path):
+    """ORT timing replaced by MACs: a conv's table entry is exactly its MACs; a model's time its conv MACs + 1 ms."""
+    monkeypatch.setenv("EDGETICKET_CACHE", str(tmp_path / "cache"))
+
+    def measure_conv(s, timing):
+        ins, outs = s.grid()
+        outs = [0] if s.depthwise else outs
+        ms = [[_conv_macs(s, ci, ci if s.depthwise else co) * NS_PER_MAC for co in outs] for ci in ins]
+        return {"in": ins, "out": outs, "ms": ms, "call_ms": 0.0}
+
+    def time_models(model, size, widths_list, timing):
+        shapes = conv_shapes(model, size)
+        return [1.0 + sum(_conv_macs(s, *wd.get(n, (s.cin, s.cout))) for n, s in shapes.items()) * NS_PER_MAC
+                for wd in widths_list]
+
+    monkeypatch.setattr(LM, "measure_conv", measure_conv)
+    monkeypatch.setattr(LM, "_time_models", time_models)
+
+
+def _tiny():
+    m = build_model("fcrn_tiny")
+    scope = prunable_names(m)
+    groups = prunable_groups(channel_groups(m, build_graph(m)), set(scope))
+    return m, groups, with_bn_entries(Mask.ones(m, scope), groups)
+
+
+def _budget(m, groups, init) -> LatencyBudget:
+    half = prune_channels(m.state_dict(), init, groups, 0.5, 8).mask
+    lm = LM.build_latency_model(m, tuple(SIZE), alive_widths(m, half, groups), Timing(threads=1), model_key="tiny")
+    return LatencyBudget(lm, lambda mask: alive_widths(m, mask, groups))
+
+
+def test_interpolation_is_bilinear_and_exact_on_grid():
+    s = ConvShape(64, 32, (3, 3), (1, 1), (1, 1), (1, 1), False, (12, 16))
+    ins, outs = s.grid()
+    entry = {"in": ins, "out": outs, "ms": [[float(ci * co) for co in outs] for ci in ins]}
+    for ci in ins:
+        for co in outs:
+            assert interp_conv(entry, ci, co, False) == pytest.approx(ci * co)
+    # cost = cin * cout is bilinear, so it is exact between grid points too, and scales to zero below the grid
+    assert interp_conv(entry, 40, 20, False) == pytest.approx(800)
+    assert interp_conv(entry, 4, 2, False) == pytest.approx(8)
+
+
+def test_prediction_equals_an_independent_mac_count(fake_timing):
+    m, groups, init = _tiny()
+    budget = _budget(m, groups, init)
+    assert budget.model.b == pytest.approx(1.0) and budget.model.a == pytest.approx(1.0)
+    for density in (1.0, 0.6, 0.3):
+        mask = prune_channels(m.state_dict(), init, groups, density, 8).mask
+        alive = alive_widths(m, mask, groups)
+        _, per = count_macs(m, tuple(SIZE), alive, by_layer=True)
+        conv_macs = sum(v for k, v in per.items() if isinstance(m.get_submodule(k), torch.nn.Conv2d))
+        assert budget.predict(mask) == pytest.approx(1.0 + conv_macs * NS_PER_MAC, rel=1e-6)
+
+
+def test_allocation_takes_the_cheapest_block_per_millisecond_first(fake_timing):
+    m, groups, init = _tiny()
+    budget = _budget(m, groups, init)
+    weights = {k: torch.ones_like(v) for k, v in m.state_dict().items()}  # every channel equally important
+    dense = budget.predict(init)
+    # independent: the saving of removing 8 channels of each group alone
+    savings = {}
+    for g in groups:
+        if g.channels <= 8:
+            continue
+        trial = Mask(init)
+        keep = torch.ones(g.channels, dtype=torch.bool)
+        keep[g.channels - 8:] = False
+        from edgeticket.tickets.criteria.common import set_channels
+
+        set_channels(trial, g, keep)
+        savings[g.index] = dense - budget.predict(trial)
+    best = max(savings, key=savings.get)
+    budget.target_ms = dense - 1e-9  # one block is enough
+    res = prune_to_latency(weights, init, groups, budget, 8)
+    lost = {g.index: g.channels - int(channel_alive(res.mask, g).sum()) for g in groups}
+    assert [i for i, n in lost.items() if n] == [best] and lost[best] == 8
+
+
+@pytest.mark.parametrize("criterion", ["channel", "refill"])
+def test_budgeted_search_meets_each_level_target_and_stops(fake_timing, cache, tmp_path, criterion):
+    from edgeticket.fsio import read_json
+    from edgeticket.tickets.imp import search
+
+    cfg = tiny_search_config(criterion=criterion, levels=8, rate=0.3, target_speedup=2.0,
+                             train=tiny_train_config(epochs=1))
+    out = tmp_path / "s"
+    summary = search(cache, out, cfg, device="cpu", progress=False)
+    levels = sorted(out.glob("level_*"))
+    reps = [read_json(d / "sparsity.json") for d in levels]
+    dense = reps[0]["predicted_latency_ms"]
+    final = dense / 2.0
+    for prev, cur in zip(reps, reps[1:], strict=False):
+        assert cur["predicted_latency_ms"] <= max(final, 0.7 * prev["predicted_latency_ms"]) + 1e-9
+    assert reps[-1]["predicted_latency_ms"] <= final + 1e-9
+    assert all(r["predicted_latency_ms"] > final for r in reps[:-1])  # it stopped at the first level that met it
+    assert len(levels) < 8
+    assert summary["target"]["reached"] and summary["target"]["level"] == len(levels) - 1
+    assert "reached at level" in (out / "summary.md").read_text()
+    for d in levels[1:]:  # whole channels: every producer filter is all kept or all pruned
+        mask = Mask.load(d / "mask.pt")
+        for name, t in mask.items():
+            if t.dim() == 4:
+                per = t.flatten(1)
+                assert bool(((per.all(1)) | (~per.any(1))).all()), name
+
+
+def test_unreachable_and_misplaced_targets_exit_2_before_writing(fake_timing, cache, tmp_path):
+    r = CliRunner()
+    base = ["search", "--data", str(cache), "--arch", "fcrn_tiny", "--pretrained", "none", "--epochs", "1",
+            "--batch-size", "4", "--device", "cpu", "--quiet"]
+    out = tmp_path / "a"
+    res = r.invoke(app, base + ["--out", str(out), "--criterion", "channel", "--target-speedup", "1000"])
+    assert res.exit_code == 2, res.output
+    assert "--target-speedup 1000" in res.output and "speed-up of" in res.output and "Traceback" not in res.output
+    assert not out.exists()
+    res = r.invoke(app, base + ["--out", str(out), "--criterion", "magnitude-global", "--target-speedup", "2"])
+    assert res.exit_code == 2 and "channel" in res.output and not out.exists()
+    res = r.invoke(app, base + ["--out", str(out), "--criterion", "channel", "--target-speedup", "2",
+                                "--target-latency", "3"])
+    assert res.exit_code == 2 and "not both" in res.output
+
+
+def test_table_is_cached_with_provenance(fake_timing, tmp_path):
+    m, groups, init = _tiny()
+    b1 = _budget(m, groups, init)
+    assert b1.model.provenance["measured_now"]
+    b2 = _budget(m, groups, init)
+    assert not b2.model.provenance["measured_now"] and b2.model.table == b1.model.table
+    prov = b2.model.provenance
+    assert {"cpu", "onnxruntime", "threads", "provider", "opt_level"} <= prov.keys()
+    assert str(tmp_path / "cache") in prov["cache"]
+
+
+def test_latency_model_shapes_cover_every_conv():
+    m = build_model("fcrn_tiny")
+    shapes = conv_shapes(m, tuple(SIZE))
+    assert set(shapes) == {n for n, mod in m.named_modules() if isinstance(mod, torch.nn.Conv2d)}
+    assert isinstance(LatencyModel, type)
+
+
+@pytest.mark.slow
+def test_target_speedup_2_is_measured_at_least_1_8x(synth_dir, tmp_path, monkeypatch):
+    """The issue's acceptance run: fcrn_resnet18 at 96x128, measured for real by the bench."""
+    from edgeticket.data.config import DataConfig
+    from edgeticket.data.prepare import prepare
+    from edgeticket.fsio import read_json
+
+    monkeypatch.setenv("EDGETICKET_CACHE", str(tmp_path / "latency"))
+    data = prepare(synth_dir, tmp_path / "c96", DataConfig(input_size=(96, 128), val_fraction=0.15), progress=False)
+    r = CliRunner()
+    out = tmp_path / "s"
+    res = r.invoke(app, ["search", "--data", str(data), "--out", str(out), "--arch", "fcrn_resnet18",
+                         "--pretrained", "none", "--epochs", "1", "--batch-size", "8", "--device", "cpu",
+                         "--criterion", "channel", "--rate", "0.3", "--levels", "5", "--target-speedup", "2",
+                         "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "reached at level" in res.output
+    last = sorted(out.glob("level_*"))[-1]
+    for src, name in ((out / "level_00", "dense"), (last, "ticket")):
+        res = r.invoke(app, ["export", str(src), "--out", str(tmp_path / name), "--quiet"])
+        assert res.exit_code == 0, res.output
+    res = r.invoke(app, ["bench", str(tmp_path / "ticket" / "model.onnx"), "--baseline",
+                         str(tmp_path / "dense" / "model.onnx"), "--data", str(synth_dir), "--out",
+                         str(tmp_path / "b"), "--limit", "2", "--runs", "30", "--quiet"])
+    assert res.exit_code == 0, res.output
+    report = read_json(tmp_path / "b" / "report.json")
+    ticket = next(e for e in report["models"] if not e["baseline"])
+    assert ticket["vs_baseline"]["speedup"] >= 1.8, ticket["vs_baseline"]
+    assert read_json(last / "sparsity.json")["predicted_speedup"] >= 2.0 - 1e-9
+
+
+@pytest.mark.parametrize("arch", [a for a in list_models() if a != "fcrn_resnet34"])  # 34 = 18's blocks
+def test_allocation_meets_a_target_on_every_architecture(fake_timing, arch):
+    m = build_model(arch)
+    scope = prunable_names(m)
+    groups = prunable_groups(channel_groups(m, build_graph(m)), set(scope))
+    init = with_bn_entries(Mask.ones(m, scope), groups)
+    half = prune_channels(m.state_dict(), init, groups, 0.5, 8).mask
+    lm = LM.build_latency_model(m, tuple(SIZE), alive_widths(m, half, groups), Timing(threads=1), model_key=arch)
+    budget = LatencyBudget(lm, lambda mask: alive_widths(m, mask, groups))
+    budget.target_ms = 0.6 * budget.predict(init)
+    res = prune_to_latency(m.state_dict(), init, groups, budget, 8)
+    assert budget.predict(res.mask) <= budget.target_ms
+    for g in groups:
+        n = int(channel_alive(res.mask, g).sum())
+        assert n == g.channels or n % 8 == 0 and n >= min(8, g.channels), (g.name, n)
