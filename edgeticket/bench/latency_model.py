@@ -220,6 +220,8 @@ class LatencyModel:
 
     def conv_ms(self, name: str, cin: int, cout: int) -> float:
         s = self.shapes[name]
+        if s.depthwise:  # compaction keeps a depthwise conv's input and output channels equal
+            cin = cout = min(cin, cout)
         return interp_conv(self.table[s.key], cin, cout, s.depthwise)
 
     def conv_sum(self, widths: dict[str, tuple[int, int]] | None = None) -> float:
