@@ -204,6 +204,9 @@ def test_target_speedup_2_is_measured_at_least_1_8x(synth_dir, tmp_path, monkeyp
     assert res.exit_code == 0, res.output
     report = read_json(tmp_path / "b" / "report.json")
     ticket = next(e for e in report["models"] if not e["baseline"])
+    assert ticket["predicted_latency_ms"] == pytest.approx(read_json(last / "sparsity.json")["predicted_latency_ms"],
+                                                           rel=1e-5)
+    assert "predicted" in res.output and (tmp_path / "b" / "predicted_vs_measured_latency.png").exists()
     assert ticket["vs_baseline"]["speedup"] >= 1.8, ticket["vs_baseline"]
     assert read_json(last / "sparsity.json")["predicted_speedup"] >= 2.0 - 1e-9
 

@@ -18,6 +18,7 @@ report.json schema (``schema`` = 1, stable; fields are only ever added):
                  "throughput_img_s": {"batch1": float, "batchN": float},
                  "size": {"bytes", "params", "macs", "sparsity" (effective: masked or in a dead channel),
                           "sparsity_unstructured" (the mask's zeros), "sparsity_structural"},
+                 "predicted_latency_ms" (a latency-budgeted search's prediction, from the metadata, or null),
                  "info": {"arch", "level", "criterion", "branch", "precision", "preprocess"},
                  "vs_baseline": {"speedup", "speedup_ci": [lo, hi], "speedup_batch", "size_ratio", "macs_ratio",
                                  "params_ratio", "metrics_delta": {metric: model - baseline}},
@@ -181,6 +182,7 @@ def _entry(m: OnnxModel, met: dict, lat1: dict, latb: dict) -> dict:
                  "sparsity_unstructured": c and c.sparsity_unstructured,
                  "sparsity_structural": c and c.sparsity_structural},
         "input_size": str(m.pre.input_size),
+        "predicted_latency_ms": c and c.predicted_latency_ms,
         "info": {"arch": c and c.arch, "level": c and c.level, "criterion": c and c.criterion,
                  "branch": c and c.branch, "precision": c.precision if c else "fp32",
                  "preprocess": {"input_size": str(m.pre.input_size), "mean": m.pre.mean, "std": m.pre.std,
@@ -249,14 +251,31 @@ def markdown(report: dict) -> str:
                  "rounds for both (paired). A gate decides on the point and says \"within noise\" when the interval "
                  "straddles its threshold (--gate-strict decides on the far end). Unstructured sparsity gives ONNX "
                  "Runtime no speed: only removed channels (structural sparsity) and INT8 do.")
+    lines += predicted_lines(report)
     if report.get("plots"):
         lines.append("")
         lines += [f"![{Path(p).stem}]({Path(p).name})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
 
 
+def predicted_lines(report: dict) -> list[str]:
+    """Predicted (a latency-budgeted search's model, from the ONNX metadata) against measured p50."""
+    rows = [e for e in report["models"] if e.get("predicted_latency_ms") is not None]
+    if not rows:
+        return []
+    out = ["", "| model | predicted ms | measured p50 ms | error |", "|---|---|---|---|"]
+    for e in rows:
+        pred, p50 = e["predicted_latency_ms"], e["latency_ms"]["p50"]
+        out.append(f"| {e['name']} | {pred:.2f} | {p50:.2f} | {pred / p50 - 1:+.1%} |")
+    return out
+
+
 def _plots(entries: list[dict], panel: dict, out: Path, search: str | Path | None) -> list[str]:
     written = []
+    if any(e.get("predicted_latency_ms") is not None for e in entries):
+        p = out / paths.PLOT_LATENCY_MODEL
+        plots.predicted_vs_measured(entries, p)
+        written.append(str(p))
     p = out / paths.PLOT_ACCURACY_LATENCY
     plots.accuracy_vs_latency(entries, p)
     written.append(str(p))

@@ -109,3 +109,27 @@ def prediction_panel(panel: dict, names: list[str], out: Path, max_models: int =
     fig.colorbar(im, ax=axes, shrink=0.6, label="depth, m")
     _save(fig, out)
     plt.close(fig)
+
+
+def predicted_vs_measured(entries: list[dict], out: Path) -> None:
+    """A latency-budgeted search's predicted latency against the bench's measured p50, with y = x."""
+    plt = _plt()
+    pts = [(e["predicted_latency_ms"], e["latency_ms"]["p50"], e["name"]) for e in entries
+           if e.get("predicted_latency_ms") is not None]
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    lo = 0.0
+    hi = max(max(p, m) for p, m, _ in pts) * 1.15
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="predicted = measured")
+    ax.fill_between([lo, hi], [lo * 0.85, hi * 0.85], [lo * 1.15, hi * 1.15], color="0.85", label="±15%")
+    for p, m, name in pts:
+        ax.plot(p, m, "o")
+        ax.annotate(name, (p, m), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("predicted latency, ms (the search's latency model)")
+    ax.set_ylabel("measured p50, ms (this bench)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    _save(fig, out)
+    plt.close(fig)

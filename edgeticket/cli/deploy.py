@@ -94,6 +94,10 @@ def print_bench_table(report: dict) -> None:
                   "–" if s["macs"] is None else f"{s['macs'] / 1e9:.3f}", f"{s['bytes'] / 1e6:.2f}")
     console().print(t)
     for e in report["models"]:
+        if e.get("predicted_latency_ms") is not None:
+            pred, p50 = e["predicted_latency_ms"], e["latency_ms"]["p50"]
+            typer.echo(f"{e['name']}: predicted {pred:.2f} ms by its search's latency model, measured p50 {p50:.2f} ms "
+                       f"({pred / p50 - 1:+.1%})")
         for n in e["gates"].get("within_noise", []):
             if n not in e["gates"]["failed"]:
                 typer.echo(f"gate within noise: {e['path']}: {n}", err=True)
