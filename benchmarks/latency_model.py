@@ -36,6 +36,7 @@ def main() -> None:
     from edgeticket.export.fold import fold_batchnorm
     from edgeticket.export.onnx_export import export_onnx, ort_session
     from edgeticket.models.adapt import adapt_widths
+    from edgeticket.models.macs import count_macs
     from edgeticket.models.registry import build_model
     from edgeticket.tickets.budget import LatencyBudget, prune_to_latency
     from edgeticket.tickets.criteria.channel import prune_channels
@@ -58,15 +59,22 @@ def main() -> None:
     build_s = time.perf_counter() - t0
     budget = LatencyBudget(lm, lambda mk: alive_widths(m, mk, groups))
     weights = m.state_dict()
-    cases = {"dense": init}
-    for d in (0.75, 0.5, 0.35):
-        cases[f"uniform {d:.2f}"] = prune_channels(weights, init, groups, d, 8).mask
+    cases = {"dense": init, "uniform 0.50": prune_channels(weights, init, groups, 0.5, 8).mask}
     for x in (2.0, 4.0):
         budget.target_ms = lm.dense_ms / x
         cases[f"budget {x:g}x"] = prune_to_latency(weights, init, groups, budget, 8).mask
+        # the uniform channel ticket (every group at one fraction) with the same predicted latency, by bisection
+        lo, hi = 0.01, 1.0
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            if budget.predict(prune_channels(weights, init, groups, mid, 8).mask) > budget.target_ms:
+                hi = mid
+            else:
+                lo = mid
+        cases[f"uniform {x:g}x"] = prune_channels(weights, init, groups, lo, 8).mask
 
     tmp = Path(tempfile.mkdtemp())
-    sessions, preds = {}, {}
+    sessions, preds, macs = {}, {}, {}
     for name, mask in cases.items():
         wd = alive_widths(m, mask, groups)
         mm = fold_batchnorm(adapt_widths(build_model(args.arch), {k: list(v) for k, v in wd.items()}).eval())
@@ -74,6 +82,7 @@ def main() -> None:
         export_onnx(mm, path, (h, w), {})
         sessions[name] = ort_session(path, timing.resolved_threads(), timing.ort_provider(), timing.opt_level)
         preds[name] = budget.predict(mask)
+        macs[name] = count_macs(m, (h, w), wd)
     import numpy as np
 
     x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
@@ -95,16 +104,16 @@ def main() -> None:
     dense_meas = statistics.median(times["dense"])
     print(f"\n{args.arch} at {h}x{w}, {timing.resolved_threads()} threads; table {'measured' if lm.provenance['measured_now'] else 'cached'} "
           f"in {build_s:.1f} s; fit a={lm.a:.2f} ms, b={lm.b:.3f}")
-    print("| model | predicted ms | measured p50 ms | p10-p90 | error | predicted speed-up | measured speed-up |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | GMACs | predicted ms | measured p50 ms | p10-p90 | error | predicted speed-up | measured speed-up |")
+    print("|---|---|---|---|---|---|---|---|")
     for k in cases:
         t = sorted(times[k])
         p50 = statistics.median(t)
         p10, p90 = t[len(t) // 10], t[(len(t) * 9) // 10]
         err = preds[k] / p50 - 1
-        rows.append({"model": k, "predicted_ms": preds[k], "p50_ms": p50, "p10_ms": p10, "p90_ms": p90, "error": err,
+        rows.append({"model": k, "macs": macs[k], "predicted_ms": preds[k], "p50_ms": p50, "p10_ms": p10, "p90_ms": p90, "error": err,
                      "predicted_speedup": lm.dense_ms / preds[k], "measured_speedup": dense_meas / p50})
-        print(f"| {k} | {preds[k]:.2f} | {p50:.2f} | {p10:.2f}-{p90:.2f} | {err:+.1%} | {lm.dense_ms / preds[k]:.2f}x | "
+        print(f"| {k} | {macs[k] / 1e9:.3f} | {preds[k]:.2f} | {p50:.2f} | {p10:.2f}-{p90:.2f} | {err:+.1%} | {lm.dense_ms / preds[k]:.2f}x | "
               f"{dense_meas / p50:.2f}x |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

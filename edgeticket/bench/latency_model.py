@@ -39,6 +39,7 @@ from edgeticket.fsio import write_json
 
 GRID = (0.125, 0.25, 0.5, 0.75, 1.0)
 TABLE_VERSION = 2
+SLOW_MS, SLOW_BUDGET_MS = 10.0, 150.0
 B_RANGE = (0.5, 2.0)  # a conv inside the graph costs between half and twice its table entry
 
 
@@ -136,18 +137,23 @@ def _conv_graph(s: ConvShape, cin: int, cout: int) -> bytes:
 
 
 def time_onnx(model: bytes | str | Path, input_shape: tuple[int, ...], timing: Timing) -> float:
-    """Median milliseconds of ``session.run`` over ``timing.runs`` runs, after warm-up."""
+    """Median milliseconds of ``session.run`` after warm-up: ``timing.runs`` runs, fewer (at least 3,
+    about ``SLOW_BUDGET_MS`` in all) for a point slower than ``SLOW_MS``, so that big tables stay quick."""
     from edgeticket.export.onnx_export import ort_session
 
     sess = ort_session(model, timing.resolved_threads(), timing.ort_provider(), timing.opt_level)
-    name = sess.get_inputs()[0].name
-    x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
-    for _ in range(timing.warmup):
-        sess.run(None, {name: x})
+    feed = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)}
+    t0 = time.perf_counter()
+    sess.run(None, feed)  # the first run allocates
+    first = (time.perf_counter() - t0) * 1000.0
+    slow = first > SLOW_MS
+    for _ in range(0 if slow else max(0, timing.warmup - 1)):
+        sess.run(None, feed)
+    n = max(3, min(timing.runs, int(SLOW_BUDGET_MS / max(first, 1e-3)))) if slow else timing.runs
     times = []
-    for _ in range(timing.runs):
+    for _ in range(n):
         t0 = time.perf_counter()
-        sess.run(None, {name: x})
+        sess.run(None, feed)
         times.append((time.perf_counter() - t0) * 1000.0)
     return statistics.median(times)
 
