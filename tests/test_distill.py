@@ -103,7 +103,7 @@ def test_finetune_a_ticket_with_distill_records_its_teacher_and_resume_keeps_it(
     for other in (["--distill", changed], []):
         res = run("finetune", "--data", cache, "--out", out, "--mask", mask, "--distill-weight", "0.5", "--resume",
                   *other, *TINY)
-        assert res.exit_code == 2 and "other settings (distill)" in res.output, res.output
+        assert res.exit_code == 2 and "other settings (train.distill)" in res.output, res.output
     # the same path with other weights in it is not the same teacher
     res = run("finetune", "--data", cache, "--out", tmp_path / "t2", "--mask", mask, "--distill", changed, *TINY)
     assert res.exit_code == 0, res.output

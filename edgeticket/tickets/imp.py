@@ -281,7 +281,7 @@ def _check_rewind_step(cfg: SearchConfig, n_train: int) -> None:
         return
     _, spe = batch_plan(n_train, cfg.train, D.current().world)
     total = spe * cfg.train.epochs
-    if cfg.rewind.k >= total:
+    if cfg.rewind.k > total or (cfg.rewind.k == total and cfg.levels > 1):  # later levels would train no steps
         raise FieldError("rewind", cfg.rewind, f"level 0 trains {cfg.train.epochs} epochs of {spe} steps "
                          f"({total} steps); choose a rewind point inside that")
 
