@@ -281,9 +281,12 @@ def _check_rewind_step(cfg: SearchConfig, n_train: int) -> None:
         return
     _, spe = batch_plan(n_train, cfg.train, D.current().world)
     total = spe * cfg.train.epochs
-    if cfg.rewind.k > total or (cfg.rewind.k == total and cfg.levels > 1):  # later levels would train no steps
+    if cfg.rewind.k > total:
         raise FieldError("rewind", cfg.rewind, f"level 0 trains {cfg.train.epochs} epochs of {spe} steps "
                          f"({total} steps); choose a rewind point inside that")
+    if cfg.rewind.k == total and cfg.levels > 1:
+        raise FieldError("rewind", cfg.rewind, f"level 0's last step ({total}): the later levels resume there and "
+                         "would train no steps; choose a rewind point before it")
 
 
 def _changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
