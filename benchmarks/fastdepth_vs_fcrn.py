@@ -1,6 +1,7 @@
 """Which family wins at which speed: dense FastDepth, its channel ticket, and FCRN tickets of as many MACs.
 
     python benchmarks/fastdepth_vs_fcrn.py --out /tmp/bm/fd --threads 2 --rounds 30
+    python benchmarks/fastdepth_vs_fcrn.py --out /tmp/bm/fd --threads 2 --rounds 60 --reuse  # time again
 
 Random weights (latency and MACs do not depend on them). For each input size: dense
 ``fastdepth_mobilenet_v2``, its 50% channel ticket (every prunable group keeps half its channels,
@@ -111,6 +112,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--fcrn", default="fcrn_resnet18,fcrn_resnet50")
+    ap.add_argument("--reuse", action="store_true", help="reuse the exports already under --out")
     a = ap.parse_args()
     out = Path(a.out)
     result = {"cpu": cpu_model(), "threads": a.threads, "rounds": a.rounds, "sizes": {}}
@@ -124,8 +126,12 @@ def main() -> None:
         rows, sessions = {}, {}
         for label, (arch, keep) in variants.items():
             slug = label.replace(" ", "_").replace(",", "").replace("%", "")
-            src = model_dir(out / text / "src" / slug, arch, size, keep)
-            rep = export(src, out / text / "export" / slug, ExportConfig(int8=False), overwrite=True, progress=False)
+            dst = out / text / "export" / slug
+            if a.reuse and (dst / paths.EXPORT_JSON).exists():  # time again without exporting again
+                rep = json.loads((dst / paths.EXPORT_JSON).read_text())
+            else:
+                src = model_dir(out / text / "src" / slug, arch, size, keep)
+                rep = export(src, dst, ExportConfig(int8=False), overwrite=True, progress=False)
             rows[label] = {"arch": arch, "keep": keep, "gmacs": rep["after"]["macs"] / 1e9,
                            "params_m": rep["after"]["params"] / 1e6}
             sessions[label] = ort_session(out / text / "export" / slug / paths.ONNX, a.threads)
