@@ -115,6 +115,12 @@ def test_finetune_a_ticket_with_distill_records_its_teacher_and_resume_keeps_it(
     assert res.exit_code == 2 and "resume with the same teacher" in res.output, res.output
 
 
+def test_a_teacher_inside_the_out_folder_is_refused(cache, dense_dir, tmp_path):
+    res = run("finetune", "--data", cache, "--out", dense_dir.parent, "--distill", dense_dir, "--overwrite", *TINY)
+    assert res.exit_code == 2 and "lies in --out" in res.output, res.output
+    assert (dense_dir / paths.MODEL).exists()  # --overwrite did not clear the teacher
+
+
 @pytest.mark.parametrize("problem", ["missing", "not_a_model_dir", "corrupt_weights", "other_arch_weights"])
 def test_a_bad_teacher_exits_2_with_one_sentence(cache, dense_dir, tmp_path, problem):
     teacher = tmp_path / "teacher"

@@ -245,7 +245,7 @@ def search(data: str | Path, out: str | Path, config: SearchConfig | None = None
                             "use the same options, or --overwrite to start over.")
     dev = setup_device(device)
     refuse_out_near_data(root, data)
-    teacher = teacher_for(cfg.train, cfg.model.arch)  # a bad --distill is refused before anything is written
+    teacher = teacher_for(cfg.train, cfg.model.arch, root)  # a bad --distill is refused before anything is written
     prepared = open_prepared(data, cfg.data, progress)
     _check_rewind_step(cfg, prepared.count("train"))
     ctx = SearchContext(root, cfg, prepared, dev, progress, teacher)

@@ -49,10 +49,16 @@ def load_teacher(path: str | Path, weight: float, mean=None, std=None) -> Teache
     return Teacher(model, record)
 
 
-def teacher_for(train_cfg, arch: str) -> Teacher | None:
-    """``train_cfg.distill`` loaded for a student of ``arch`` (its normalisation), or None."""
+def teacher_for(train_cfg, arch: str, out: str | Path | None = None) -> Teacher | None:
+    """``train_cfg.distill`` loaded for a student of ``arch`` (its normalisation), or None. A
+    teacher inside ``out`` (the folder the run writes) is refused: a run never writes its inputs."""
     if not train_cfg.distill:
         return None
+    if out is not None:
+        t, o = Path(train_cfg.distill).resolve(), Path(out).resolve()
+        if t == o or o in t.parents:
+            raise UserError(f"--distill {train_cfg.distill}: lies in --out {out}, which this run writes; "
+                            "distil from a model directory outside it.")
     from edgeticket.models.registry import get_record
 
     rec = get_record(arch)

@@ -57,7 +57,7 @@ def finetune(
     cfg = config or FinetuneConfig()
     out = Path(out)
     weights = _start_weights(init_from)
-    teacher = teacher_for(cfg.train, cfg.model.arch)  # a bad --distill exits before anything is written
+    teacher = teacher_for(cfg.train, cfg.model.arch, out)  # a bad --distill exits before anything is written
     dev = setup_device(device)
     refuse_out_near_data(out, data)  # before the data folder gets a cache
     prepared = open_prepared(data, cfg.data, progress)
