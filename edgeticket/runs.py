@@ -227,7 +227,8 @@ def claimed(out: str | Path, kind: str, settings: Mapping[str, Any] | None = Non
                 if action == "overwrite":
                     clear(out)
                 out.mkdir(parents=True, exist_ok=True)
-                claim.mark()
+                if action != "resume" or not (out / paths.RUN_MARKER).is_file():  # a resume keeps its marker
+                    claim.mark()
             except OSError as e:
                 if is_disk_error(e):
                     raise disk_error(out, e) from None
