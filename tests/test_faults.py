@@ -784,3 +784,98 @@ def test_a_full_disk_is_one_sentence_and_keeps_what_was_there(cache, tmp_path):
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert err.startswith(f"edgeticket: error: {out}: cannot write there: a file would exceed the file-size limit")
     assert not scan(out)
+
+
+# -- multi-file artifacts as one unit: kills while staging and between the renames ----------------
+
+def _dataset_frames(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(images, depths, train, test) of a dataset folder, through the real reader (its split checked)."""
+    from edgeticket.data.nyu import open_with_split
+
+    source, split = open_with_split(folder, 0.0)
+    try:
+        frames = [source.read(i) for i in range(len(source))]
+    finally:
+        source.close()
+    return (np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames]), np.sort(split.train),
+            np.sort(split.test))
+
+
+def _assert_same_dataset(a: Path, b: Path) -> None:
+    for x, y in zip(_dataset_frames(a), _dataset_frames(b), strict=True):
+        assert np.array_equal(x, y)
+
+
+def _killed(args: list, fault: str) -> None:
+    code, _, err = run_cli(args, fault=fault)
+    COUNTS["kill_points_tried"] += 1
+    assert code == -signal.SIGKILL, (fault, code, err[-2000:])
+
+
+@pytest.mark.slow
+def test_synth_killed_anywhere_leaves_the_old_set_or_the_new_one(tmp_path):
+    synth = ["data", "synth", "--workers", "1", "--quiet"]
+    ref8, ref9, out = tmp_path / "ref8", tmp_path / "ref9", tmp_path / "out"
+    for ref, n in ((ref8, "8"), (ref9, "9")):
+        assert run_cli([*synth, "--n", n, "--out", ref])[0] == 0
+    # a first run killed while the .mat is written, then between the two renames: a rerun finishes it
+    for fault in ("write:1", "swap:1"):
+        _killed([*synth, "--n", "8", "--out", out], fault)
+        assert not out.exists() or not any(p.name != paths.RUN_MARKER for p in out.iterdir())
+        assert not scan(tmp_path)
+        COUNTS["kill_points_survived"] += 1
+    code, stdout, err = run_cli([*synth, "--n", "8", "--out", out])  # no --overwrite needed
+    assert code == 0, err
+    _assert_same_dataset(out, ref8)
+    # --overwrite with other frames, killed while staging (the split too): the old set is whole
+    for fault in ("write:1", "write:2"):
+        _killed([*synth, "--n", "9", "--out", out, "--overwrite"], fault)
+        _assert_same_dataset(out, ref8)
+        COUNTS["kill_points_survived"] += 1
+    # ... killed between the renames: no folder for a moment, never new splits beside old frames
+    _killed([*synth, "--n", "9", "--out", out, "--overwrite"], "swap:1")
+    assert not out.exists()
+    code, stdout, err = run_cli([*synth, "--n", "9", "--out", out])  # the rerun finishes the swap
+    assert code == 0 and "already holds" in stdout, err
+    _assert_same_dataset(out, ref9)
+    COUNTS["kill_points_survived"] += 1
+    assert not [p.name for p in tmp_path.iterdir() if ".staging-" in p.name or ".old-" in p.name]
+    assert not scan(tmp_path)
+
+
+def _export_unit(out: Path) -> str:
+    """The one source every file of an export describes (its sha256); fails on a mix of two exports."""
+    from helpers import onnx_props
+
+    rep = json.loads((out / paths.EXPORT_JSON).read_text())
+    meta = json.loads((out / paths.META).read_text())
+    sha = onnx_props(out / paths.ONNX)["source_sha256"]
+    assert rep["metadata"]["edgeticket.source_sha256"] == meta["source_sha256"] == sha
+    from edgeticket.models.store import load_model_dir
+
+    load_model_dir(out)  # model.pt fits meta.json's widths
+    assert rep["onnx"] == str((out / paths.ONNX).resolve())
+    return sha
+
+
+@pytest.mark.slow
+def test_export_killed_anywhere_leaves_one_whole_export(world, tmp_path):
+    from edgeticket.fsio import sha256_file
+
+    level0, level1 = paths.level_dir(world / "search", 0), world / "run"
+    out = tmp_path / "exp"
+    assert run_cli(["export", level0, "--out", out, "--quiet"])[0] == 0
+    old = _export_unit(out)
+    assert old == sha256_file(level0 / paths.MODEL)
+    args = ["export", level1, "--out", out, "--overwrite", "--quiet"]
+    for fault in ("write:1", "write:3", "write:5"):  # model.pt, export.json, the marker: all in the staging folder
+        _killed(args, fault)
+        assert _export_unit(out) == old and not scan(out)
+        COUNTS["kill_points_survived"] += 1
+    _killed(args, "swap:1")
+    assert not out.exists()
+    code, _, err = run_cli(["export", level1, "--out", out, "--quiet"])  # finishes the swap; same identity
+    assert code == 0, err
+    assert _export_unit(out) == sha256_file(level1 / paths.MODEL) and not scan(out)
+    COUNTS["kill_points_survived"] += 1
+    assert not [p.name for p in tmp_path.iterdir() if ".staging-" in p.name or ".old-" in p.name]
