@@ -152,7 +152,7 @@ def claim_action(out: Path, kind: str, settings: Mapping[str, Any], *, resume: b
     if info.kind != kind:
         raise UserError(f"{what}, not {KINDS[kind]}; choose another {option}.")
     # a folder without an identity (an older edgeticket's) may be resumed, never silently redone
-    same = info.identity == identity_of(settings) if info.identity else resume_option is not None
+    same = info.identity == identity_of(settings) if info.identity else (resume or resume_option is not None)
     diff = changed_keys(info.settings, dict(settings)) if info.identity else []
     made = f" made with other settings ({', '.join(diff[:6]) or 'its inputs'})" if diff else ""
     if resume or (resume_option is None and same and not overwrite):
