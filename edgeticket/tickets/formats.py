@@ -29,7 +29,8 @@ CLASSIFIER_PREFIXES = ("fc.",)
 def read_mask_entries(path: str | Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
     """{'layer1.0.conv1.weight': mask tensor} from any of the supported layouts."""
     path = Path(path)
-    raw = load_torch(path, allow_pickle=allow_pickle, what="ticket")
+    raw = load_torch(path, allow_pickle=allow_pickle, what="ticket",
+                     pickle_hint="pass --allow-pickle only if you trust this file")  # tickets import has it
     if isinstance(raw, Mapping):
         for key in ("state_dict", "model", "mask"):
             if key in raw and isinstance(raw[key], Mapping):
