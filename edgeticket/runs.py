@@ -152,7 +152,7 @@ def claim_action(out: Path, kind: str, settings: Mapping[str, Any], *, resume: b
     if info.kind != kind:
         raise UserError(f"{what}, not {KINDS[kind]}; choose another {option}.")
     # a folder without an identity (an older edgeticket's) may be resumed, never silently redone
-    same = info.identity == identity_of(settings) if info.identity else resume_option is not None
+    same = info.identity == identity_of(settings) if info.identity else (resume or resume_option is not None)
     diff = changed_keys(info.settings, dict(settings)) if info.identity else []
     made = f" made with other settings ({', '.join(diff[:6]) or 'its inputs'})" if diff else ""
     if resume or (resume_option is None and same and not overwrite):
@@ -227,7 +227,8 @@ def claimed(out: str | Path, kind: str, settings: Mapping[str, Any] | None = Non
                 if action == "overwrite":
                     clear(out)
                 out.mkdir(parents=True, exist_ok=True)
-                claim.mark()
+                if action != "resume" or not (out / paths.RUN_MARKER).is_file():  # a resume keeps its marker
+                    claim.mark()
             except OSError as e:
                 if is_disk_error(e):
                     raise disk_error(out, e) from None

@@ -377,7 +377,7 @@ def _case_files(kind: str, tmp: Path, world: Path, cache: Path, synth: Path) -> 
     if kind == "ckpt_another_arch":
         out = world / "run"
         return ["finetune", "--arch", "fcrn_resnet18", "--pretrained", "none", "--data", cache, "--out", out,
-                "--resume", "--quiet"], out, str(out / paths.LAST)
+                "--resume", "--quiet"], out, "model.arch"  # the run folder's identity names the changed setting
     if kind == "ckpt_truncated":
         import shutil
 
@@ -385,7 +385,8 @@ def _case_files(kind: str, tmp: Path, world: Path, cache: Path, synth: Path) -> 
         shutil.copytree(world / "run", out)
         last = out / paths.LAST
         last.write_bytes(last.read_bytes()[:2000])
-        return [*ft, "--data", cache, "--out", out, "--resume"], out, str(last)
+        same = ["--batch-size", "4", "--warmup-epochs", "0"]  # the world's run, so that only the file is wrong
+        return [*ft, *same, "--data", cache, "--out", out, "--resume"], out, str(last)
     base = world / "exp" / paths.ONNX
     bench = ["bench", base, "--data", synth, "--baseline", base, "--out", out, "--runs", "2", "--quiet"]
     if kind == "onnx_corrupt":
@@ -513,3 +514,368 @@ def test_extreme_channel_pruning_stops_at_one_group_and_says_so():
         res.mask.apply_(model)
         y = model.eval()(torch.randn(2, 3, *SIZE))
     assert y.std() > 0  # not a model that outputs a constant
+
+
+# -- run folders: what a folder holds, one writer, inputs apart (issue 22) --------------------------
+
+TINY_PIPE = PIPE.replace('source = "synth"', 'source = "{source}"')
+
+
+def _tiny_dataset(folder: Path, n: int = 4, depth: float | None = None, train=(0, 1, 2), test=(3,)) -> Path:
+    """A labeled .mat of n frames (constant depth when given) and its split: cheap data to refuse."""
+    from test_data import random_frames, write_mat
+
+    from edgeticket.data.splits import write_splits_mat
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = random_frames(n)
+    if depth is not None:
+        frames = [(rgb, np.full_like(d, depth)) for rgb, d in frames]
+    write_mat(folder / paths.LABELED, frames=frames)
+    write_splits_mat(folder / paths.SPLITS_MAT, np.array(train), np.array(test))
+    return folder
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _run_case(kind: str, tmp: Path, world: Path, cache: Path, synth: Path) -> tuple[list, list[Path], str]:
+    """(argv, the folders that must not change, the file or option the message must name)."""
+    ft = ["finetune", "--arch", "fcrn_tiny", "--pretrained", "none", "--epochs", "1", "--batch-size", "4",
+          "--warmup-epochs", "0", "--quiet"]
+    level, run, exp = paths.level_dir(world / "search", 0), world / "run", world / "exp"
+    afile = tmp / "afile"
+    afile.write_text("mine")
+    if kind == "synth_over_a_dataset":
+        d = _tiny_dataset(tmp / "d")
+        return ["data", "synth", "--out", d, "--n", "8", "--workers", "1", "--quiet"], [d], "--out"
+    if kind == "synth_over_other_synth":
+        d = tmp / "s"
+        code = runner.invoke(app, ["data", "synth", "--out", str(d), "--n", "8", "--workers", "1", "--quiet"]).exit_code
+        assert code == 0
+        return ["data", "synth", "--out", d, "--n", "9", "--workers", "1", "--quiet"], [d], "(frames)"
+    if kind == "synth_out_is_a_file":
+        return ["data", "synth", "--out", afile, "--n", "8", "--quiet"], [tmp], "--out"
+    if kind == "prepare_over_a_finetune":
+        return ["data", "prepare", _tiny_dataset(tmp / "d"), "--out", run, "--input-size", "48x64", "--quiet"], \
+            [run], "fine-tuned model"
+    if kind == "prepare_no_valid_depth":
+        d = _tiny_dataset(tmp / "d", depth=0.0)  # depth all zero: nothing to learn or score
+        return ["data", "prepare", d, "--out", tmp / "c", "--input-size", "48x64", "--val-fraction", "0.34",
+                "--quiet"], [d / paths.LABELED, d / paths.SPLITS_MAT, tmp / "c"], "valid depth"
+    if kind == "prepare_depth_out_of_range":
+        d = _tiny_dataset(tmp / "d", depth=50.0)  # centimetres, not metres
+        return ["data", "prepare", d, "--out", tmp / "c", "--input-size", "48x64", "--val-fraction", "0.34",
+                "--quiet"], [d / paths.LABELED, d / paths.SPLITS_MAT, tmp / "c"], "not in metres"
+    if kind == "split_duplicate_index":
+        d = _tiny_dataset(tmp / "d", train=(0, 1, 1), test=(3,))
+        return ["data", "prepare", d, "--out", tmp / "c", "--quiet"], [d], "more than once"
+    if kind == "split_train_test_overlap":
+        d = _tiny_dataset(tmp / "d", train=(0, 1, 2), test=(2, 3))
+        return ["data", "prepare", d, "--out", tmp / "c", "--quiet"], [d], "in both trainNdxs and testNdxs"
+    if kind == "export_into_its_level":
+        return ["export", level, "--out", level, "--quiet"], [level], "--out"
+    if kind == "export_into_a_finetune":
+        return ["export", level, "--out", run, "--quiet"], [run, level], "fine-tuned model"
+    if kind == "export_overwrite_a_finetune":
+        return ["export", level, "--out", run, "--overwrite", "--quiet"], [run, level], "fine-tuned model"
+    if kind == "export_out_is_a_file":
+        return ["export", run, "--out", afile, "--quiet"], [tmp], "is a file"
+    if kind == "export_out_inside_data":
+        return ["export", run, "--data", synth, "--out", synth / "e", "--quiet"], [synth], "--out"
+    if kind == "export_over_another_export":
+        return ["export", level, "--out", exp, "--quiet"], [exp], "--overwrite"
+    if kind in ("export_meta_no_input_size", "export_meta_unknown_arch", "export_meta_bad_std"):
+        src = _copy(run, tmp / "src")
+        meta = json.loads((src / paths.META).read_text())
+        if kind == "export_meta_no_input_size":
+            del meta["input_size"]
+        elif kind == "export_meta_unknown_arch":
+            meta["arch"] = "fcrn_vgg16"
+        else:
+            meta["std"] = [0.2, 0.0, 0.2]
+        (src / paths.META).write_text(json.dumps(meta))
+        return ["export", src, "--out", tmp / "e", "--quiet"], [src, tmp / "e"], str(src / paths.META)
+    if kind == "finetune_resume_into_an_export":
+        return [*ft, "--data", cache, "--out", exp, "--resume"], [exp], "ONNX export"
+    if kind == "finetune_resume_into_a_level":
+        return [*ft, "--data", cache, "--out", level, "--resume"], [level], "level of an IMP search"
+    if kind == "finetune_into_a_dataset":
+        d = _tiny_dataset(tmp / "d")
+        return [*ft, "--data", cache, "--out", d, "--overwrite"], [d], "a dataset"
+    if kind == "finetune_out_is_a_file":
+        return [*ft, "--data", cache, "--out", afile], [tmp], "is a file"
+    if kind == "finetune_out_holds_the_data":
+        return [*ft, "--data", cache, "--out", cache.parent], [cache.parent], "--out"
+    if kind == "finetune_into_foreign_files":
+        d = tmp / "mine"
+        d.mkdir()
+        (d / "notes.txt").write_text("mine")
+        return [*ft, "--data", cache, "--out", d, "--overwrite"], [d], "no edgeticket command wrote"
+    if kind == "finetune_resume_other_data":
+        other = tmp / "c2"
+        from edgeticket.data.config import DataConfig
+        from edgeticket.data.prepare import prepare
+
+        prepare(_tiny_dataset(tmp / "d"), other, DataConfig(input_size=SIZE, val_fraction=0.34), progress=False)
+        return [*ft, "--data", other, "--out", _copy(run, tmp / "r"), "--resume"], [tmp / "r"], "data.cache_key"
+    if kind == "finetune_resume_other_mask":
+        model = build_model("fcrn_tiny")
+        torch.save(dict(Mask.ones(model, prunable_names(model))), tmp / "m.pt")
+        return [*ft, "--data", cache, "--mask", tmp / "m.pt", "--out", _copy(run, tmp / "r"), "--resume"], \
+            [tmp / "r"], "mask"
+    if kind == "finetune_resume_other_seed":
+        return [*ft, "--data", cache, "--seed", "7", "--out", _copy(run, tmp / "r"), "--resume"], [tmp / "r"], \
+            "train.seed"
+    if kind == "finetune_init_needs_pickle":
+        torch.save({"w": torch.ones(1), "note": Pickled()}, tmp / "w.pt")
+        return [*ft, "--data", cache, "--init-from", tmp / "w.pt", "--out", tmp / "o"], [tmp / "o"], \
+            str(tmp / "w.pt")
+    if kind == "search_resume_into_a_finetune":
+        return ["search", "--data", cache, "--arch", "fcrn_tiny", "--pretrained", "none", "--levels", "1",
+                "--out", run, "--resume", "--quiet"], [run], "fine-tuned model"
+    if kind == "import_into_a_finetune":
+        model = build_model("fcrn_tiny")
+        torch.save({f"{k.removeprefix('encoder.')}_mask": v for k, v in Mask.ones(model, prunable_names(model)).items()},
+                   tmp / "t.pth")
+        return ["tickets", "import", tmp / "t.pth", "--arch", "fcrn_tiny", "--out", run], [run], "fine-tuned model"
+    if kind == "import_out_holds_the_file":
+        (tmp / "t").mkdir()
+        (tmp / "t" / "t.pth").write_bytes(b"x")
+        return ["tickets", "import", tmp / "t" / "t.pth", "--arch", "fcrn_tiny", "--out", tmp / "t"], [tmp / "t"], \
+            "ticket file"
+    if kind == "bench_into_an_export":
+        base = exp / paths.ONNX
+        return ["bench", base, "--data", synth, "--baseline", base, "--out", exp, "--quiet"], [exp], "--out"
+    if kind == "bench_out_is_a_file":
+        base = exp / paths.ONNX
+        return ["bench", base, "--data", synth, "--baseline", base, "--out", afile, "--quiet"], [tmp], "is a file"
+    if kind == "bench_into_a_level":
+        base = exp / paths.ONNX
+        return ["bench", base, "--data", synth, "--baseline", base, "--out", level, "--quiet"], [level], \
+            "level of an IMP search"
+    if kind in ("pipeline_out_inside_data", "pipeline_overwrite_a_finetune", "pipeline_levels_text"):
+        cfg = tmp / "p.toml"
+        text = TINY_PIPE.replace("{source}", str(synth) if kind == "pipeline_out_inside_data" else "synth")
+        if kind == "pipeline_levels_text":
+            text = text.replace("levels = 2\nepochs = 1\nround_to", 'levels = "two"\nepochs = 1\nround_to')
+        cfg.write_text(text)
+        out = {"pipeline_out_inside_data": synth / "run", "pipeline_overwrite_a_finetune": run}.get(kind, tmp / "p")
+        return ["pipeline", cfg, "--out", out, "--overwrite", "--quiet"], [out, synth], \
+            {"pipeline_levels_text": "levels"}.get(kind, "--out")
+    raise AssertionError(kind)
+
+
+RUN_CASES = [
+    "synth_over_a_dataset", "synth_over_other_synth", "synth_out_is_a_file", "prepare_over_a_finetune",
+    "prepare_no_valid_depth", "prepare_depth_out_of_range", "split_duplicate_index", "split_train_test_overlap",
+    "export_into_its_level", "export_into_a_finetune", "export_overwrite_a_finetune", "export_out_is_a_file",
+    "export_out_inside_data", "export_over_another_export", "export_meta_no_input_size", "export_meta_unknown_arch",
+    "export_meta_bad_std", "finetune_resume_into_an_export", "finetune_resume_into_a_level", "finetune_into_a_dataset",
+    "finetune_out_is_a_file", "finetune_out_holds_the_data", "finetune_into_foreign_files",
+    "finetune_resume_other_data", "finetune_resume_other_mask", "finetune_resume_other_seed",
+    "finetune_init_needs_pickle", "search_resume_into_a_finetune", "import_into_a_finetune",
+    "import_out_holds_the_file", "bench_into_an_export", "bench_out_is_a_file", "bench_into_a_level",
+    "pipeline_out_inside_data", "pipeline_overwrite_a_finetune", "pipeline_levels_text",
+]
+
+
+def _refused(argv: list, watched: list[Path], needle: str) -> str:
+    """Run a command that must be refused: exit 2, one sentence naming ``needle``, watched folders untouched."""
+    before = {str(w): snapshot(w) if w.is_dir() else (w.read_bytes() if w.is_file() else None) for w in watched}
+    res = runner.invoke(app, [str(a) for a in argv])
+    COUNTS["bad_inputs_tried"] += 1
+    text = res.output.strip()
+    assert res.exit_code == 2, (argv, res.exit_code, text[-2000:])
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    lines = text.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgeticket: error: "), text
+    assert needle in lines[0], (needle, lines[0])
+    for w in watched:
+        after = snapshot(w) if w.is_dir() else (w.read_bytes() if w.is_file() else None)
+        assert after == before[str(w)], f"{w} changed"
+    return lines[0]
+
+
+@pytest.mark.parametrize("kind", RUN_CASES)
+def test_run_folders_refuse_what_they_must(kind, tmp_path, world, cache, synth_dir):
+    msg = _refused(*_run_case(kind, tmp_path, world, cache, synth_dir))
+    if kind == "finetune_init_needs_pickle":
+        assert "--allow-pickle" not in msg  # finetune has no such option
+    if kind == "export_meta_unknown_arch":
+        assert "--arch" not in msg  # the value came from the file, not from an option
+
+
+# Values refused at the edge by the stage dataclasses, before any file is read (paths need not exist).
+_FT = ["finetune", "--data", "nowhere", "--out", "nowhere-out"]
+_SR = ["search", "--data", "nowhere", "--out", "nowhere-out"]
+_BN = ["bench", "a.onnx", "--data", "nowhere", "--baseline", "a.onnx", "--out", "nowhere-out"]
+VALUE_CASES = [
+    ([*_FT, "--decoder-lr-mult", "nan"], "--decoder-lr-mult"), ([*_FT, "--weight-decay", "inf"], "--weight-decay"),
+    ([*_FT, "--warmup-epochs", "nan"], "--warmup-epochs"), ([*_FT, "--seed", "-1"], "--seed"),
+    ([*_FT, "--compile-mode", "bogus"], "--compile-mode"), ([*_FT, "--lr", "inf"], "--lr"),
+    ([*_FT, "--momentum", "1"], "--momentum"), ([*_FT, "--batch-size", "0"], "--batch-size"),
+    ([*_FT, "--epochs", "0"], "--epochs"), ([*_FT, "--guard-factor", "1"], "--guard-factor"),
+    ([*_FT, "--val-fraction", "1"], "--val-fraction"), ([*_FT, "--split-seed", "-1"], "--split-seed"),
+    ([*_FT, "--val-carve", "room"], "--val-carve"), ([*_FT, "--optimizer", "lamb"], "--optimizer"),
+    ([*_FT, "--loss", "l3"], "--loss"), ([*_FT, "--amp", "fp8"], "--amp"),
+    ([*_FT, "--eval-batch-size", "0"], "--eval-batch-size"), ([*_FT, "--weight-decay", "-1e-4"], "--weight-decay"),
+    ([*_SR, "--rate", "nan"], "--rate"), ([*_SR, "--round-to", "0"], "--round-to"),
+    ([*_SR, "--rewind", "later"], "--rewind"), ([*_BN, "--batch-size", "100000"], "--batch-size"),
+    ([*_BN, "--runs", "0"], "--runs"), ([*_BN, "--threads", "0"], "--threads"), ([*_BN, "--limit", "0"], "--limit"),
+    ([*_BN, "--std", "0,0.2,0.2"], "--std"), ([*_BN, "--mean", "nan,0,0"], "--mean"),
+    (["data", "synth", "--out", "x", "--n", "3"], "--n"), (["data", "synth", "--out", "x", "--views", "0"], "--views"),
+    (["data", "synth", "--out", "x", "--seed", "-1"], "--seed"),
+    (["data", "synth", "--out", "x", "--workers", "0"], "--workers"),
+    (["export", "src", "--out", "x", "--calib-images", "0"], "--calib-images"),
+]
+
+
+@pytest.mark.parametrize("argv, needle", VALUE_CASES, ids=[" ".join(a[-2:]) for a, _ in VALUE_CASES])
+def test_every_bad_value_is_one_sentence_naming_its_option(argv, needle, tmp_path):
+    argv = [str(tmp_path / a) if a.startswith("nowhere") else a for a in argv]
+    _refused(argv, [tmp_path], needle)
+
+
+HOLD_LOCK = """
+import sys, time
+from edgeticket.runs import FolderLock
+with FolderLock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("command", ["finetune", "export", "synth"])
+def test_a_second_writer_is_refused_naming_the_first(command, tmp_path, world, cache):
+    out = _copy(world / ("exp" if command == "export" else "run"), tmp_path / "busy")
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        argv = {"finetune": ["finetune", "--data", cache, "--arch", "fcrn_tiny", "--pretrained", "none", "--epochs",
+                             "1", "--batch-size", "4", "--warmup-epochs", "0", "--out", out, "--resume", "--quiet"],
+                "export": ["export", world / "run", "--out", out, "--overwrite", "--quiet"],
+                "synth": ["data", "synth", "--out", out, "--n", "8", "--quiet"]}[command]
+        _refused(argv, [out], f"pid {proc.pid}")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_full_disk_is_one_sentence_and_keeps_what_was_there(cache, tmp_path):
+    """A file-size limit (EFBIG, as a full or read-only disk refuses a write): one sentence, exit 2."""
+    import resource
+
+    out = tmp_path / "ft"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))  # meta.json fits, last.pt does not
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([EXE, *map(str, finetune_args(cache, out, epochs=1))], env=env, capture_output=True,
+                          text=True, preexec_fn=limit, timeout=600)
+    COUNTS["bad_inputs_tried"] += 1
+    err = proc.stderr.strip()
+    assert proc.returncode == 2, err[-2000:]
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith(f"edgeticket: error: {out}: cannot write there: a file would exceed the file-size limit")
+    assert not scan(out)
+
+
+# -- multi-file artifacts as one unit: kills while staging and between the renames ----------------
+
+def _dataset_frames(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(images, depths, train, test) of a dataset folder, through the real reader (its split checked)."""
+    from edgeticket.data.nyu import open_with_split
+
+    source, split = open_with_split(folder, 0.0)
+    try:
+        frames = [source.read(i) for i in range(len(source))]
+    finally:
+        source.close()
+    return (np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames]), np.sort(split.train),
+            np.sort(split.test))
+
+
+def _assert_same_dataset(a: Path, b: Path) -> None:
+    for x, y in zip(_dataset_frames(a), _dataset_frames(b), strict=True):
+        assert np.array_equal(x, y)
+
+
+def _killed(args: list, fault: str) -> None:
+    code, _, err = run_cli(args, fault=fault)
+    COUNTS["kill_points_tried"] += 1
+    assert code == -signal.SIGKILL, (fault, code, err[-2000:])
+
+
+@pytest.mark.slow
+def test_synth_killed_anywhere_leaves_the_old_set_or_the_new_one(tmp_path):
+    synth = ["data", "synth", "--workers", "1", "--quiet"]
+    ref8, ref9, out = tmp_path / "ref8", tmp_path / "ref9", tmp_path / "out"
+    for ref, n in ((ref8, "8"), (ref9, "9")):
+        assert run_cli([*synth, "--n", n, "--out", ref])[0] == 0
+    # a first run killed while the .mat is written, then between the two renames: a rerun finishes it
+    for fault in ("write:1", "swap:1"):
+        _killed([*synth, "--n", "8", "--out", out], fault)
+        assert not out.exists() or not any(p.name != paths.RUN_MARKER for p in out.iterdir())
+        assert not scan(tmp_path)
+        COUNTS["kill_points_survived"] += 1
+    code, stdout, err = run_cli([*synth, "--n", "8", "--out", out])  # no --overwrite needed
+    assert code == 0, err
+    _assert_same_dataset(out, ref8)
+    # --overwrite with other frames, killed while staging (the split too): the old set is whole
+    for fault in ("write:1", "write:2"):
+        _killed([*synth, "--n", "9", "--out", out, "--overwrite"], fault)
+        _assert_same_dataset(out, ref8)
+        COUNTS["kill_points_survived"] += 1
+    # ... killed between the renames: no folder for a moment, never new splits beside old frames
+    _killed([*synth, "--n", "9", "--out", out, "--overwrite"], "swap:1")
+    assert not out.exists()
+    code, stdout, err = run_cli([*synth, "--n", "9", "--out", out])  # the rerun finishes the swap
+    assert code == 0 and "already holds" in stdout, err
+    _assert_same_dataset(out, ref9)
+    COUNTS["kill_points_survived"] += 1
+    assert not [p.name for p in tmp_path.iterdir() if ".staging-" in p.name or ".old-" in p.name]
+    assert not scan(tmp_path)
+
+
+def _export_unit(out: Path) -> str:
+    """The one source every file of an export describes (its sha256); fails on a mix of two exports."""
+    from helpers import onnx_props
+
+    rep = json.loads((out / paths.EXPORT_JSON).read_text())
+    meta = json.loads((out / paths.META).read_text())
+    sha = onnx_props(out / paths.ONNX)["source_sha256"]
+    assert rep["metadata"]["edgeticket.source_sha256"] == meta["source_sha256"] == sha
+    from edgeticket.models.store import load_model_dir
+
+    load_model_dir(out)  # model.pt fits meta.json's widths
+    assert rep["onnx"] == str((out / paths.ONNX).resolve())
+    return sha
+
+
+@pytest.mark.slow
+def test_export_killed_anywhere_leaves_one_whole_export(world, tmp_path):
+    from edgeticket.fsio import sha256_file
+
+    level0, level1 = paths.level_dir(world / "search", 0), world / "run"
+    out = tmp_path / "exp"
+    assert run_cli(["export", level0, "--out", out, "--quiet"])[0] == 0
+    old = _export_unit(out)
+    assert old == sha256_file(level0 / paths.MODEL)
+    args = ["export", level1, "--out", out, "--overwrite", "--quiet"]
+    for fault in ("write:1", "write:3", "write:5"):  # model.pt, export.json, the marker: all in the staging folder
+        _killed(args, fault)
+        assert _export_unit(out) == old and not scan(out)
+        COUNTS["kill_points_survived"] += 1
+    _killed(args, "swap:1")
+    assert not out.exists()
+    code, _, err = run_cli(["export", level1, "--out", out, "--quiet"])  # finishes the swap; same identity
+    assert code == 0, err
+    assert _export_unit(out) == sha256_file(level1 / paths.MODEL) and not scan(out)
+    COUNTS["kill_points_survived"] += 1
+    assert not [p.name for p in tmp_path.iterdir() if ".staging-" in p.name or ".old-" in p.name]

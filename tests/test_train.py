@@ -298,8 +298,10 @@ def test_nonempty_out_is_refused_without_resume_or_overwrite(cache, tmp_path):
     out = tmp_path / "ft"
     out.mkdir()
     (out / "something").write_text("x")
-    with pytest.raises(UserError, match="--overwrite"):
+    with pytest.raises(UserError, match="no edgeticket command wrote"):
         finetune(cache, out, tiny_finetune_config(tiny_train_config(epochs=1)), progress=False)
+    with pytest.raises(UserError, match="no edgeticket command wrote"):  # --overwrite never clears foreign files
+        finetune(cache, out, tiny_finetune_config(tiny_train_config(epochs=1)), overwrite=True, progress=False)
     assert (out / "something").read_text() == "x"
 
 
@@ -313,14 +315,14 @@ def test_mask_that_does_not_fit_lists_mismatches(cache, tmp_path):
 
 def test_resume_with_other_settings_is_refused_but_a_lower_lr_is_allowed(cache, tmp_path):
     finetune(cache, tmp_path / "ft", tiny_finetune_config(tiny_train_config(epochs=2)), progress=False)
-    with pytest.raises(UserError, match=r"other settings \(batch_size\)"):
+    with pytest.raises(UserError, match=r"other settings \(train\.batch_size\)"):
         finetune(cache, tmp_path / "ft", tiny_finetune_config(tiny_train_config(epochs=2, batch_size=2)), resume=True, progress=False)
     finetune(cache, tmp_path / "ft", tiny_finetune_config(tiny_train_config(epochs=2, lr=0.001)), resume=True, progress=False)
 
 
 def test_resume_with_another_arch_is_refused(cache, tmp_path):
     finetune(cache, tmp_path / "ft", tiny_finetune_config(tiny_train_config(epochs=1)), progress=False)
-    with pytest.raises(UserError, match="checkpoint is for 'fcrn_tiny'"):
+    with pytest.raises(UserError, match=r"other settings \(model\.arch\)"):
         finetune(cache, tmp_path / "ft", tiny_finetune_config(tiny_train_config(epochs=1), arch="fcrn_resnet18"), resume=True, progress=False)
 
 

@@ -83,13 +83,27 @@ def export(src: str | Path, out: str | Path, config: ExportConfig | None = None,
     ``data`` (a dataset folder or cache) feeds parity, calibration and drift; by default the
     data the source was trained on, as its meta.json records.
     """
-    from edgeticket.runs import claimed
+    from edgeticket.runs import claimed, staged
 
     cfg = config or ExportConfig()
     src, out = Path(src), Path(out)
     with claimed(out, "export", export_identity(src, cfg, data), overwrite=overwrite, resume_option=None,
-                 inputs={"source model": src, "data folder": data}):
-        return _export(src, out, cfg, data, progress)
+                 inputs={"source model": src, "data folder": data}, stage=True) as claim:
+        # the ONNX files, model.pt, meta.json and export.json are one unit: staged, then swapped in whole
+        with staged(out) as stage:
+            report = _moved(_export(src, stage, cfg, data, progress), str(stage), str(out.resolve()))
+            write_json(stage / paths.EXPORT_JSON, report)
+            claim.mark(stage)
+        return report
+
+
+def _moved(obj, old: str, new: str):
+    """``obj`` with the staging folder's paths as they will be once it is swapped in."""
+    if isinstance(obj, dict):
+        return {k: _moved(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_moved(v, old, new) for v in obj]
+    return new + obj[len(old):] if isinstance(obj, str) and obj.startswith(old) else obj
 
 
 def export_identity(src: Path, cfg: ExportConfig, data) -> dict:

@@ -29,7 +29,8 @@ CLASSIFIER_PREFIXES = ("fc.",)
 def read_mask_entries(path: str | Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
     """{'layer1.0.conv1.weight': mask tensor} from any of the supported layouts."""
     path = Path(path)
-    raw = load_torch(path, allow_pickle=allow_pickle, what="ticket")
+    raw = load_torch(path, allow_pickle=allow_pickle, what="ticket",
+                     pickle_hint="pass --allow-pickle only if you trust this file")  # tickets import has it
     if isinstance(raw, Mapping):
         for key in ("state_dict", "model", "mask"):
             if key in raw and isinstance(raw[key], Mapping):
@@ -89,10 +90,12 @@ def import_ticket(path: str | Path, out: str | Path, *, arch: str = "fcrn_resnet
     from edgeticket.runs import claimed
 
     path, out = Path(path), Path(out)
-    mask, notes = read_ticket(path, arch, allow_pickle)
+    if not path.is_file():
+        raise UserError(f"{path}: no such ticket file.")
     sha = sha256_file(path)
     with claimed(out, "ticket", {"source_sha256": sha, "arch": arch}, overwrite=overwrite, resume_option=None,
-                 inputs={"ticket file": path}):
+                 inputs={"ticket file": path}):  # --out is checked before the file is read
+        mask, notes = read_ticket(path, arch, allow_pickle)
         mask.save(out / paths.MASK)
         write_json(out / paths.META, {"arch": arch, "criterion": "imported", "level": None, "branch": "",
                                       "imported_from": str(path), "source_sha256": sha, "notes": notes,
