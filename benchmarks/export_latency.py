@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--calib-images", type=int, default=8)
+    ap.add_argument("--variants", default="dense,unstructured90,channel50,channel75")
+    ap.add_argument("--all-quantized", action="store_true", help="also INT8 each with the head quantized (<label>_allq)")
     a = ap.parse_args()
     size = InputSize.parse(a.size)
     out = Path(a.out)
@@ -78,12 +80,20 @@ def main() -> None:
         m = C.with_bn_entries(Mask.ones(base, scope), groups)
         variants[label] = (prune_channels(dict(base.named_parameters()), m, groups, keep, round_to=8).mask, "channel")
     rows = {}
+    variants = {k: v for k, v in variants.items() if k in a.variants.split(",")}
     for label, (mask, crit) in variants.items():
         model = build_model(a.arch)
         model.load_state_dict(sd)
         src = make_dir(out / "src" / label, a.arch, size, a.data, mask, crit, model)
         rep = export(src, out / "export" / label, ExportConfig(int8=a.data is not None, calib_images=a.calib_images),
                      overwrite=True, progress=False)
+        if a.all_quantized and a.data is not None:
+            allq = export(src, out / "export" / f"{label}_allq", ExportConfig(int8=True, calib_images=a.calib_images,
+                                                                             int8_fp32_head=False),
+                          overwrite=True, progress=False)
+            print(json.dumps({label: {"head_fp32": rep["int8"]["drift"], "all_quantized": allq["int8"]["drift"],
+                                      "out_head_fp32": rep["int8"]["output_vs_fp32"],
+                                      "out_all_quantized": allq["int8"]["output_vs_fp32"]}}, default=str))
         row = {"gmacs": rep["after"]["macs"] / 1e9, "params_m": rep["after"]["params"] / 1e6,
                "mask_sparsity": mask.sparsity() if mask is not None else 0.0,
                "channel_sparsity": mask.channel_sparsity() if mask is not None else 0.0}
