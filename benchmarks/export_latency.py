@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--calib-images", type=int, default=8)
+    ap.add_argument("--variants", default="dense,unstructured90,channel50,channel75")
+    ap.add_argument("--all-quantized", action="store_true", help="also INT8 each with the head quantized (<label>_allq)")
     a = ap.parse_args()
     size = InputSize.parse(a.size)
     out = Path(a.out)
@@ -79,12 +81,21 @@ def main() -> None:
         # prune_channels's density counts weights as compaction does: about the square of the channel fraction
         variants[label] = (prune_channels(dict(base.named_parameters()), m, groups, keep ** 2, round_to=8).mask, "channel")
     rows = {}
+    variants = {k: v for k, v in variants.items() if k in a.variants.split(",")}
     for label, (mask, crit) in variants.items():
         model = build_model(a.arch)
         model.load_state_dict(sd)
         src = make_dir(out / "src" / label, a.arch, size, a.data, mask, crit, model)
-        rep = export(src, out / "export" / label, ExportConfig(int8=a.data is not None, calib_images=a.calib_images),
+        rep = export(src, out / "export" / label, ExportConfig(int8=a.data is not None, calib_images=a.calib_images,
+                                                                  allow_constant=True),  # random weights: latency only
                      overwrite=True, progress=False)
+        if a.all_quantized and a.data is not None:
+            allq = export(src, out / "export" / f"{label}_allq", ExportConfig(int8=True, calib_images=a.calib_images,
+                                                                             int8_fp32_head=False, allow_constant=True),
+                          overwrite=True, progress=False)
+            print(json.dumps({label: {"head_fp32": rep["int8"]["drift"], "all_quantized": allq["int8"]["drift"],
+                                      "out_head_fp32": rep["int8"]["output_vs_fp32"],
+                                      "out_all_quantized": allq["int8"]["output_vs_fp32"]}}, default=str))
         row = {"gmacs": rep["after"]["macs"] / 1e9, "params_m": rep["after"]["params"] / 1e6,
                "mask_sparsity": mask.sparsity() if mask is not None else 0.0,
                "channel_sparsity": mask.channel_sparsity() if mask is not None else 0.0}
@@ -95,8 +106,8 @@ def main() -> None:
                 row[f"{prec}_p50_ms"] = lat["p50"]
                 row[f"{prec}_min_ms"] = lat["min"]
         rows[label] = row
-    dense = rows["dense"]
-    for r in rows.values():
+    dense = rows.get("dense")
+    for r in rows.values() if dense else []:
         r["macs_reduction"] = dense["gmacs"] / r["gmacs"]
         r["speedup_fp32"] = dense["fp32_p50_ms"] / r["fp32_p50_ms"]
         r["expected_ms_at_190_gflops"] = 2 * r["gmacs"] / 190 * 1000

@@ -333,3 +333,51 @@ def test_models_of_different_input_sizes_bench_together(chain, synth_dir, tmp_pa
     assert [m["input_size"] for m in r["models"]] == ["48x64", "32x48"]
     assert all(np.isfinite(m["metrics"]["delta1"]) for m in r["models"])
     assert "| 32x48 |" in (tmp_path / "b" / paths.REPORT_MD).read_text()
+
+
+def _captured(monkeypatch):
+    from edgeticket.bench import plots
+
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figs.append(fig), plots.atomic_path))
+    monkeypatch.setattr(plots._plt(), "close", lambda fig: None)
+    return plots, figs
+
+
+def _entry(name, p50, d1, rmse, baseline=False):
+    return {"name": name, "baseline": baseline, "latency_ms": {"p50": p50},
+            "latency": {"batch1": {"p50_ci": [p50 * 0.9, p50 * 1.1]}}, "metrics": {"delta1": d1, "rmse": rmse}}
+
+
+def test_a_one_point_pareto_front_is_drawn_as_a_marker(monkeypatch, tmp_path):
+    plots, figs = _captured(monkeypatch)
+    # the baseline is fastest and best: the front is that one point
+    plots.accuracy_vs_latency([_entry("dense", 1.0, 0.9, 0.5, True), _entry("ticket", 2.0, 0.8, 0.6)], tmp_path / "a.png")
+    for ax in figs[0].axes:
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels == ["Pareto front (one point)"]
+        ring = [ln for ln in ax.get_lines() if ln.get_label() == labels[0]][0]
+        assert ring.get_marker() == "o" and list(ring.get_xdata()) == [1.0]
+    figs.clear()
+    plots.accuracy_vs_latency([_entry("dense", 2.0, 0.9, 0.5, True), _entry("ticket", 1.0, 0.8, 0.6)], tmp_path / "b.png")
+    front = [ln for ln in figs[0].axes[0].get_lines() if ln.get_label() == "Pareto front"][0]
+    assert list(front.get_xdata()) == [1.0, 2.0] and front.get_linestyle() == "--"
+
+
+def test_each_criterion_is_its_own_line_and_branches_show_their_spread(monkeypatch, tmp_path):
+    plots, figs = _captured(monkeypatch)
+    rows = [{"sparsity": s, "delta1": d, "family": "ticket", "criterion": c}
+            for c, pts in (("channel", [(0.2, 0.8), (0.4, 0.7)]), ("magnitude-global", [(0.2, 0.85), (0.4, 0.82)]))
+            for s, d in pts]
+    rows += [{"sparsity": 0.4, "delta1": d, "family": "random", "criterion": "channel"} for d in (0.5, 0.6)]
+    plots.sparsity_vs_delta1(rows, tmp_path / "s.png", "t")
+    ax = figs[0].axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(labels) == ["random, channel (mean ± sd)", "ticket (IMP, channel)", "ticket (IMP, magnitude-global)"]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert list(lines["ticket (IMP, channel)"].get_ydata()) == [0.8, 0.7]
+    assert list(lines["ticket (IMP, magnitude-global)"].get_ydata()) == [0.85, 0.82]
+    assert ax.get_xlabel() == "effective sparsity"
+    bars = [c for c in ax.containers if c.get_label() == "random, channel (mean ± sd)"][0]
+    seg = bars.lines[2][0].get_segments()[0]
+    assert seg[1][1] - seg[0][1] == pytest.approx(2 * np.std([0.5, 0.6]))

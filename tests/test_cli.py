@@ -42,8 +42,10 @@ def test_top_level_lists_every_command():
     (["tickets", "branch"], ["--level", "--seeds", "--sparsity"]),
     (["tickets", "refill"], ["--level"]),
     (["tickets", "show"], []),
-    (["export"], ["--onnx", "--compact", "--no-compact", "--int8", "--data", "--out"]),
-    (["bench"], ["--data", "--baseline", "--out", "--gate", "--input-size", "--mean", "--std", "--runs", "--threads"]),
+    (["export"], ["--onnx", "--compact", "--no-compact", "--int8", "--data", "--out", "--reduce-range", "--calib-method",
+                  "--calib-images", "--drift-split", "--allow-constant", "--int8-fp32-head"]),
+    (["bench"], ["--data", "--baseline", "--out", "--gate", "--input-size", "--mean", "--std", "--runs", "--threads",
+                 "--rounds", "--gate-strict", "--spin"]),
     (["demo"], ["--out"]),
     (["pipeline"], ["--out"]),
 ])

@@ -280,12 +280,18 @@ def _plots(entries: list[dict], panel: dict, out: Path, search: str | Path | Non
     plots.accuracy_vs_latency(entries, p)
     written.append(str(p))
     rows = [{"sparsity": e["size"]["sparsity"] or 0.0, "delta1": e["metrics"]["delta1"],
-             "family": _family(e["info"]["branch"])} for e in entries
+             "family": _family(e["info"]["branch"]), "criterion": e["info"].get("criterion") or ""} for e in entries
             if e["info"].get("level") not in (None, "") and e["info"].get("precision") == "fp32"]
     if search is not None:
+        from edgeticket.fsio import read_json
         from edgeticket.tickets.summary import branch_family, collect_rows
 
-        rows = [{"sparsity": r["sparsity"], "delta1": r["test"].get("delta1"), "family": branch_family(r["branch"]) or "ticket"}
+        def criterion(folder: str) -> str:
+            meta = Path(folder) / paths.META
+            return (read_json(meta).get("criterion") or "") if meta.exists() else ""
+
+        rows = [{"sparsity": r["sparsity"], "delta1": r["test"].get("delta1"),
+                 "family": branch_family(r["branch"]) or "ticket", "criterion": criterion(r["path"])}
                 for r in collect_rows(Path(search)) if r["test"]]
         title = f"search {search}: test δ1 (PyTorch) by level and branch"
     else:

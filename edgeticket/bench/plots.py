@@ -21,8 +21,8 @@ def _plt():
 
 
 def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    with atomic_path(path) as tmp:  # a tight box takes in every label, so none is cut at the edge
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", pad_inches=0.15)
 
 
 def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[int]:
@@ -38,6 +38,8 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> l
 
 
 def accuracy_vs_latency(entries: list[dict], out: Path) -> None:
+    """δ1 and rmse against p50 latency (its 95% interval as a horizontal bar), the Pareto front
+    drawn whenever it exists: a dashed line, or a ringed marker when it is one point."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, better_high, label in ((axes[0], "delta1", True, "δ1 (higher is better)"),
@@ -45,12 +47,20 @@ def accuracy_vs_latency(entries: list[dict], out: Path) -> None:
         pts = [(e["latency_ms"]["p50"], e["metrics"][key]) for e in entries]
         front = pareto_front(pts, better_high)
         for e, (x, y) in zip(entries, pts, strict=True):
-            ax.scatter(x, y, s=40, marker="*" if e.get("baseline") else "o")
-            ax.annotate(e["name"], (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            ci = e.get("latency", {}).get("batch1", {}).get("p50_ci")
+            xerr = [[x - ci[0]], [ci[1] - x]] if ci else None
+            ax.errorbar(x, y, xerr=xerr, fmt="*" if e.get("baseline") else "o", ms=9 if e.get("baseline") else 6,
+                        capsize=2, lw=0.8)
+            ax.annotate(e["name"], (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points",
+                        annotation_clip=False)
         fx = [pts[i][0] for i in front]
         fy = [pts[i][1] for i in front]
-        ax.plot(fx, fy, "r--", lw=1, label="Pareto front")
-        ax.set_xlabel("latency p50, ms (batch 1)")
+        if len(front) == 1:
+            ax.plot(fx, fy, "o", ms=14, mfc="none", mec="r", mew=1.2, label="Pareto front (one point)")
+        elif front:
+            ax.plot(fx, fy, "r--", lw=1, label="Pareto front")
+        ax.margins(x=0.15, y=0.12)
+        ax.set_xlabel("latency p50, ms (batch 1; bars: 95% interval)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -60,25 +70,29 @@ def accuracy_vs_latency(entries: list[dict], out: Path) -> None:
 
 
 def sparsity_vs_delta1(rows: list[dict], out: Path, title: str) -> None:
-    """rows: {"sparsity", "delta1", "family"}; tickets as a line, each baseline family as mean ± sd."""
+    """rows: {"sparsity", "delta1", "family", "criterion"}: each criterion's tickets as a line of
+    their own, each baseline family (per criterion) as mean ± sd over its seeds."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    fams: dict[str, dict[float, list[float]]] = {}
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fams: dict[tuple[str, str], dict[float, list[float]]] = {}
     for r in rows:
-        fams.setdefault(r["family"], {}).setdefault(round(r["sparsity"], 4), []).append(r["delta1"])
-    for fam, pts in sorted(fams.items()):
+        key = (r["family"], r.get("criterion") or "")
+        fams.setdefault(key, {}).setdefault(round(r["sparsity"], 4), []).append(r["delta1"])
+    for (fam, crit), pts in sorted(fams.items()):
         xs = sorted(pts)
         means = [statistics.fmean(pts[x]) for x in xs]
         sds = [statistics.pstdev(pts[x]) if len(pts[x]) > 1 else 0.0 for x in xs]
+        what = f", {crit}" if crit else ""
         if fam == "ticket":
-            ax.plot(xs, means, "o-", label="ticket (IMP)")
+            ax.plot(xs, means, "o-", label=f"ticket (IMP{what})")
         else:
-            ax.errorbar(xs, means, yerr=sds, fmt="s--", capsize=3, label=f"{fam} (mean ± sd)")
-    ax.set_xlabel("weight sparsity")
+            ax.errorbar(xs, means, yerr=sds, fmt="s--", capsize=3, label=f"{fam}{what} (mean ± sd)")
+    ax.margins(x=0.08, y=0.1)
+    ax.set_xlabel("effective sparsity")
     ax.set_ylabel("δ1")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     _save(fig, out)
     plt.close(fig)

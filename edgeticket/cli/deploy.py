@@ -36,11 +36,17 @@ def export(
     b, a = r["before"], r["after"]
     typer.echo(f"{r['onnx']}: {b['macs'] / 1e9:.3f} -> {a['macs'] / 1e9:.3f} GMACs ({r['macs_ratio']:.3f}x), "
                f"{b['params'] / 1e6:.2f} -> {a['params'] / 1e6:.2f} M params; "
-               f"ORT parity {max(v['max_rel'] for v in r['parity'].values()):.1e} relative")
+               f"ORT parity {max(v['max_rel'] for v in r['parity'].values()):.1e} of the output's spread")
     if "int8" in r:
-        d = r["int8"]["drift"].get("delta", {})
-        typer.echo(f"{r['int8']['path']}: INT8 drift on {r['int8']['drift']['split']}: "
-                   + ", ".join(f"{k} {v:+.4f}" for k, v in d.items() if k in ("delta1", "rmse", "abs_rel")))
+        q = r["int8"]
+        d = q["drift"].get("delta", {})
+        typer.echo(f"{q['path']}: INT8 ({q['calib_method']}, {q['calibration_images']} train images, reduce_range "
+                   f"{q['reduce_range_from']}, head {'fp32' if q['fp32_nodes'] else 'quantized'}) drift on "
+                   f"{q['drift']['images']} {q['drift']['split']} images calibration never saw: "
+                   + ", ".join(f"{k} {v:+.4f}" for k, v in d.items() if k in ("delta1", "rmse", "abs_rel"))
+                   + f"; output moves {q['output_vs_fp32']['max_abs']:.3g} m at most")
+        if "note" in q["drift"]:
+            typer.echo(f"note: INT8 drift {q['drift']['note']}")
     for n in r["notes"]:
         typer.echo(f"note: {n}")
 

@@ -16,7 +16,13 @@ from edgeticket.data.config import DataConfig
 from edgeticket.data.dataset import PreparedData
 from edgeticket.data.prepare import is_cache, resolve_data
 from edgeticket.errors import UserError
-from edgeticket.export.compact import ParityError, check_compaction, compact, relative_error
+from edgeticket.export.compact import (
+    ParityError,
+    check_compaction,
+    compact,
+    parity_scale,
+    relative_error,
+)
 from edgeticket.export.config import ExportConfig
 from edgeticket.export.fold import fold_batchnorm
 from edgeticket.export.onnx_export import export_onnx, ort_session, run_ort
@@ -129,6 +135,8 @@ def _export(src: Path, out: Path, cfg: ExportConfig, data, progress: bool) -> di
     prepared, data_origin = open_export_data(meta, data, size, progress)
     if int8 and prepared is None:
         raise UserError(f"--int8: no data to calibrate on ({src / paths.META} records none that can be read); pass --data DIR.")
+    if int8:
+        check_drift_split(prepared, cfg.drift_split)
     inputs = sample_inputs(prepared, size, mean, std)
     notes = []
     if prepared is None:
@@ -163,12 +171,13 @@ def _export(src: Path, out: Path, cfg: ExportConfig, data, progress: bool) -> di
     card = ModelCard(input_size=size, mean=mean, std=std, arch=meta["arch"], macs=macs_after, params=params_after,
                      sparsity=sparsity_e, sparsity_unstructured=sparsity_u, sparsity_structural=sparsity_s, level=meta.get("level"),
                      criterion=meta.get("criterion") or "", branch=meta.get("branch") or "", version=__version__,
-                     source_sha256=source_sha, predicted_latency_ms=_predicted_latency(src))
+                     source_sha256=source_sha, predicted_latency_ms=_predicted_latency(src), **describe(meta, prepared, cfg))
+    report["input_dependence"] = check_input_dependence(folded, inputs, cfg.allow_constant, src)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / paths.ONNX
     staged = out / f".{paths.ONNX}.staged.tmp"  # becomes model.onnx only once it passes parity
     try:
-        export_onnx(folded, staged, size, card.to_onnx_props())
+        export_onnx(folded, staged, size, card.to_onnx_props(), card.doc_string())
         if cfg.simplify:
             notes.append(_simplify(staged, folded, inputs))
         parity = _ort_parity(staged, model, inputs)
@@ -202,17 +211,20 @@ def _export(src: Path, out: Path, cfg: ExportConfig, data, progress: bool) -> di
 
 
 def _ort_parity(path: Path, model, inputs) -> dict:
-    """ONNX Runtime against PyTorch on the same random and real inputs; fail above 1e-4 relative."""
+    """ONNX Runtime against PyTorch on the same random and real inputs; fail above 1e-4 of the
+    reference output's spread (its std, floored at 1% of its maximum), so that a constant bias
+    cannot hide a change."""
     sess = ort_session(path)
     parity = {}
     for label, x in inputs:
         with torch.no_grad():
             ref = model(x)
         abs_err, rel = relative_error(torch.from_numpy(run_ort(sess, x.numpy())), ref)
-        parity[label] = {"max_abs": abs_err, "max_rel": rel}
+        parity[label] = {"max_abs": abs_err, "max_rel": rel, "scale": "std of the PyTorch output"}
         if rel > PARITY_TOL:
-            raise ParityError(f"{path.parent / paths.ONNX}: ONNX Runtime differs from PyTorch by {rel:.2e} relative on "
-                              f"{label} inputs (limit {PARITY_TOL:g}); the export is not faithful.")
+            raise ParityError(f"{path.parent / paths.ONNX}: ONNX Runtime differs from PyTorch by "
+                              f"{rel:.2e} of the output's spread on {label} inputs (limit "
+                              f"{PARITY_TOL:g}); the export is not faithful.")
     return parity
 
 
@@ -227,29 +239,101 @@ def _predicted_latency(src: Path) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+CONSTANT_TOL = 1e-5  # of max |output|: float rounding of a depth map, far below any real image's effect
+
+
+@torch.no_grad()
+def check_input_dependence(model, inputs, allow: bool, src: Path) -> dict:
+    """Refuse an export whose output is the same, to float rounding, for different images."""
+    label, x = inputs[-1]  # the real images where there are any
+    y = model(x).double().numpy()
+    spread = float(np.abs(y - y[:1]).max()) if len(y) > 1 else float("nan")
+    scale = max(float(np.abs(y).max()), 1e-12)
+    constant = len(y) > 1 and spread <= CONSTANT_TOL * scale
+    if constant and not allow:
+        raise UserError(f"{src}: the exported model gives the same output, to float rounding, for {len(y)} different "
+                        f"{label} images (largest difference {spread:.1e} m): its pruning may have "
+                        "cut the path from input to output; pass --allow-constant to export it anyway.")
+    return {"inputs": label, "images": len(y), "max_between_images": spread, "constant": constant}
+
+
+def describe(meta: dict, data: PreparedData | None, cfg: ExportConfig) -> dict:
+    """The card's self-description: training data, camera, depth range, licence, date."""
+    from edgeticket.data.synth.camera import NYU_INTRINSICS
+    from edgeticket.train.metrics import MAX_DEPTH, MIN_DEPTH
+
+    rec = meta.get("data") or {}
+    source = (data.meta.get("source") if data is not None else None) or rec.get("source") or ""
+    kind = data.meta.get("source_kind", "") if data is not None else ""
+    dataset = f"NYU Depth v2 layout{f' ({kind})' if kind else ''}: {Path(source).name}" if source else ""
+    if dataset and rec.get("split_origin"):
+        dataset += f", split {rec['split_origin']}"
+    fx, fy, cx, cy = NYU_INTRINSICS
+    return {
+        "description": f"{meta['arch']} monocular depth from one RGB image, exported by edgeticket",
+        "output_range": f"{MIN_DEPTH:g}-{MAX_DEPTH:g} m",
+        "dataset": dataset,
+        "camera": (f"NYU Depth v2 Kinect colour camera, fx={fx:.3f} fy={fy:.3f} cx={cx:.3f} cy={cy:.3f} at 640x480"
+                   if dataset else ""),
+        "license": cfg.license,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
 def widths_report_from(before: dict[str, list[int]], after: dict[str, list[int]]) -> dict[str, list[int]]:
     """{layer: [out channels before, after]} for every layer that got narrower."""
     return {k: [before[k][1], after[k][1]] for k in before if k in after and before[k][1] != after[k][1]}
 
 
+DRIFT_MIN_IMAGES = 16
+
+
 def _int8(fp32: Path, path: Path, data: PreparedData, card: ModelCard, cfg: ExportConfig, fp32_sess) -> dict:
     mean, std = card.mean, card.std
+    split = cfg.drift_split
+    check_drift_split(data, split)
     images = calibration_images(data, cfg.calib_images, card.input_size, mean, std)
-    settings = quantize_int8(fp32, path, images, card.replace(precision="int8-qdq").to_onnx_props(),
-                             stride=cfg.calib_stride)
-    q = ort_session(path)
-    drift = {"split": "val" if data.count("val") else "test"}
-    split = drift["split"]
-    if data.count(split):
-        m32 = onnx_metrics(fp32_sess, data, split, mean, std)
-        m8 = onnx_metrics(q, data, split, mean, std)
-        drift.update({"fp32": m32, "int8": m8, "delta": {k: m8[k] - m32[k] for k in METRIC_KEYS}})
-    x = torch.from_numpy(images[: min(4, len(images))])
-    a, b = run_ort(fp32_sess, x.numpy()), run_ort(q, x.numpy())
-    abs_err = float(np.abs(a - b).max())
+    settings = quantize_int8(fp32, path, images, card, stride=cfg.calib_stride, reduce_range=cfg.reduce_range,
+                             calib_method=cfg.calib_method, fp32_head=cfg.int8_fp32_head)
+    drift = int8_drift(fp32_sess, ort_session(path), data, split, mean, std)
+    if drift["images"] < DRIFT_MIN_IMAGES:
+        drift["note"] = (f"measured on {drift['images']} {split} images (under {DRIFT_MIN_IMAGES}): the figure is "
+                         "indicative only")
     return {"path": str(path), "bytes": path.stat().st_size, **settings, "drift": drift,
-            "output_vs_fp32": {"max_abs": abs_err, "mean_abs": float(np.abs(a - b).mean()),
-                               "max_rel": abs_err / max(float(np.abs(a).max()), 1e-12)}}
+            "output_vs_fp32": drift.pop("output_vs_fp32")}
+
+
+def check_drift_split(data: PreparedData, split: str) -> None:
+    if not data.count(split):
+        hint = "; pass --drift-split test to measure it on the test split" if split == "val" else ""
+        raise UserError(f"--data {data.root}: the {split} split is empty, so INT8 drift cannot be measured on images "
+                        f"calibration never saw{hint}.")
+
+
+def int8_drift(fp32_sess, q, data: PreparedData, split: str, mean, std, batch_size: int = 8) -> dict:
+    """Metrics of fp32 and INT8 on a split calibration never saw (it uses train), and how far
+    the INT8 output moves from fp32's, in metres and relative to fp32's spread."""
+    from edgeticket.train.metrics import MetricAccumulator
+
+    acc32, acc8 = MetricAccumulator("cpu"), MetricAccumulator("cpu")
+    max_abs, sum_abs, count, ref, images, peak = 0.0, 0.0, 0, [], 0, 0.0
+    for rgb, gt in data.iter_full(split, batch_size):
+        x = to_input(rgb, mean, std).numpy()
+        a, b = run_ort(fp32_sess, x), run_ort(q, x)
+        acc32.update(torch.from_numpy(a).float(), gt)
+        acc8.update(torch.from_numpy(b).float(), gt)
+        d = np.abs(a.astype(np.float64) - b)
+        max_abs, sum_abs, count = max(max_abs, float(d.max())), sum_abs + float(d.sum()), count + d.size
+        ref.append(a.astype(np.float64).ravel())
+        images += len(x)
+        peak = max(peak, float(np.abs(a).max()))
+    m32, m8 = acc32.compute(), acc8.compute()
+    spread = parity_scale(torch.from_numpy(np.concatenate(ref)))
+    return {"split": split, "images": images, "calibration_split": "train",
+            "fp32": m32, "int8": m8, "delta": {k: m8[k] - m32[k] for k in METRIC_KEYS},
+            "output_vs_fp32": {"max_abs": max_abs, "mean_abs": sum_abs / max(count, 1),
+                               "max_rel": max_abs / max(peak, 1e-12), "max_over_spread": max_abs / spread,
+                               "split": split}}
 
 
 def _simplify(path: Path, folded, inputs) -> str:

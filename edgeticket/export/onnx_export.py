@@ -22,7 +22,8 @@ OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "depth"
 
 
-def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int], metadata: dict[str, str]) -> None:
+def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int], metadata: dict[str, str],
+                doc_string: str | None = None) -> None:
     """Export ``model`` (eval, CPU, fp32) to ``path`` atomically with ``metadata`` (``ModelCard.to_onnx_props()``)."""
     import onnx
 
@@ -36,7 +37,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int],
             dynamic_shapes={"x": {0: batch}}, opset_version=OPSET, external_data=False, verbose=False,
         )
     proto = program.model_proto
-    set_metadata(proto, metadata)
+    set_metadata(proto, metadata, doc_string)
     onnx.checker.check_model(proto, full_check=True)
     with atomic_path(path) as tmp:
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
@@ -59,8 +60,14 @@ class _quiet:
         return self._ctx.__exit__(*exc)
 
 
-def set_metadata(proto, metadata: dict[str, str]) -> None:
-    """Replace the model's ``metadata_props`` with ``metadata`` (full keys)."""
+def set_metadata(proto, metadata: dict[str, str], doc_string: str | None = None) -> None:
+    """Replace the model's ``metadata_props`` with ``metadata`` (full keys); the producer is
+    edgeticket, and ``doc_string`` (``ModelCard.doc_string()``) says what goes in and comes out."""
+    from edgeticket import __version__
+
+    proto.producer_name, proto.producer_version = "edgeticket", __version__
+    if doc_string is not None:
+        proto.doc_string = doc_string
     del proto.metadata_props[:]
     for k, v in metadata.items():
         entry = proto.metadata_props.add()

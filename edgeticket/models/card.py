@@ -2,8 +2,10 @@
 
 ``ModelCard`` is the one place that knows the ONNX metadata schema (``edgeticket.*`` keys in
 ``metadata_props``): export writes it with ``to_onnx_props()``, the bench reads it back with
-``from_onnx_props()``. The input is NCHW float32 RGB scaled by ``pixel_scale`` and normalised
-with ``mean``/``std``; the output is depth in ``output_units``, N x 1 x H x W.
+``from_onnx_props()``, and ``doc_string()`` says the same in one paragraph. The input is NCHW
+float32 RGB scaled by ``pixel_scale`` and normalised with ``mean``/``std``, the whole frame
+resized bilinearly (``resize``); the output is depth in ``output_units``, N x 1 x H x W at the
+input's resolution. The INT8 file adds ``edgeticket.int8.calibration`` (JSON).
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ from edgeticket.hparams import InputSize
 
 PREFIX = "edgeticket."
 RGB = tuple[float, float, float]
+RESIZE = "bilinear (align_corners=False), the whole frame to input_size, no crop"
+KEYS = {"int8_calibration": "int8.calibration"}  # a field whose key is not its name
+INT8_KEY = PREFIX + KEYS["int8_calibration"]
+
+
+def key_of(name: str) -> str:
+    return PREFIX + KEYS.get(name, name)
 
 
 def parse_rgb(text, name: str = "value", positive: bool = False) -> RGB:
@@ -62,6 +71,16 @@ class ModelCard:
     predicted_latency_ms: float | None = None  # a latency-budgeted search's prediction for this ticket
     version: str = ""
     source_sha256: str = ""
+    task: str = "monocular-depth"
+    description: str = ""
+    resize: str = RESIZE
+    output: str = "depth, N x 1 x H x W at the input's H x W, in output_units"
+    output_range: str = ""  # the ground-truth depths the model was trained on, e.g. "0.001-10 m"
+    dataset: str = ""
+    camera: str = ""  # the training camera's intrinsics where known
+    license: str = ""
+    date: str = ""  # of the export, ISO 8601
+    int8_calibration: str = ""  # JSON of the INT8 settings, in an INT8 file only
     extra: dict[str, str] = field(default_factory=dict)  # keys this version does not know, kept as they are
 
     def __post_init__(self):
@@ -77,7 +96,9 @@ class ModelCard:
             v = getattr(self, f.name)
             if f.name in ("mean", "std"):
                 v = ",".join(f"{x:g}" for x in v)
-            props[PREFIX + f.name] = _fmt(v)
+            if f.name == "int8_calibration" and not v:
+                continue  # only an INT8 file carries it
+            props[key_of(f.name)] = _fmt(v)
         props.update({PREFIX + k: v for k, v in self.extra.items()})
         return props
 
@@ -91,7 +112,9 @@ class ModelCard:
 
         A file that has the keys but bad values is refused with a message naming the key.
         """
-        own = {k.removeprefix(PREFIX): v for k, v in props.items() if k.startswith(PREFIX)}
+        by_key = {v: k for k, v in KEYS.items()}
+        own = {by_key.get(k.removeprefix(PREFIX), k.removeprefix(PREFIX)): v for k, v in props.items()
+               if k.startswith(PREFIX)}
         if not {"input_size", "mean", "std"} <= own.keys():
             return None
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
@@ -100,8 +123,28 @@ class ModelCard:
             try:
                 kwargs[key] = _parse_prop(key, own[key])
             except ValueError as e:
-                raise UserError(f"{where}: metadata {PREFIX}{key} = {own[key]!r}: {e}.") from None
+                raise UserError(f"{where}: metadata {key_of(key)} = {own[key]!r}: {e}.") from None
         return cls(**kwargs)
+
+    def doc_string(self) -> str:
+        """One paragraph for a deployer who has only the file: what goes in and what comes out."""
+        h, w = self.input_size
+        mean = ",".join(f"{x:g}" for x in self.mean)
+        std = ",".join(f"{x:g}" for x in self.std)
+        text = (f"{self.arch or 'FCRN'} monocular depth ({self.precision}). Input 'input': float32 {self.layout} "
+                f"N x 3 x {h} x {w}, {self.color_order} colour order, uint8 pixels times {self.pixel_scale}, then "
+                f"(x - mean) / std per channel with mean {mean} and std {std}; the whole frame resized to {h}x{w} "
+                f"({self.resize}). Output 'depth': {self.output}, {self.output_units}")
+        text += f", trained on depths {self.output_range}." if self.output_range else "."
+        if self.dataset:
+            text += f" Trained on {self.dataset}" + (f"; camera {self.camera}." if self.camera else ".")
+        return text + " Every setting is in the edgeticket.* metadata_props."
+
+    def int8_settings(self) -> dict:
+        """The INT8 calibration settings this file records ({} for an fp32 file)."""
+        import json
+
+        return json.loads(self.int8_calibration) if self.int8_calibration else {}
 
 
 def _parse_prop(key: str, text: str):
