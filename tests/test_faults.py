@@ -400,14 +400,6 @@ def _case_files(kind: str, tmp: Path, world: Path, cache: Path, synth: Path) -> 
         f = tmp / "raw.onnx"
         export_onnx(fold_batchnorm(build_model("fcrn_tiny").eval()), f, SIZE, {})
         return [*bench, f], out, "--input-size"
-    if kind == "onnx_mismatched_baseline":
-        from edgeticket.export.fold import fold_batchnorm
-        from edgeticket.export.onnx_export import export_onnx
-
-        f = tmp / "small.onnx"
-        card = ModelCard(input_size=(32, 48), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-        export_onnx(fold_batchnorm(build_model("fcrn_tiny").eval()), f, (32, 48), card.to_onnx_props())
-        return [*bench, f], out, str(f)
     srch = ["search", "--data", cache, "--arch", "fcrn_tiny", "--pretrained", "none", "--input-size", "48x64",
             "--out", out, "--quiet"]
     options = {
@@ -443,7 +435,7 @@ BAD_INPUTS = [
     "data_inf_depth", "data_split_out_of_range", "data_empty_folder", "data_path_is_a_file",
     "mask_wrong_arch", "mask_wrong_shape", "mask_non_binary", "mask_pickle_only", "mask_foreign_keys",
     "ckpt_another_arch", "ckpt_truncated",
-    "onnx_corrupt", "onnx_no_metadata", "onnx_mismatched_baseline",
+    "onnx_corrupt", "onnx_no_metadata",  # models of different input sizes now bench together (issue 21)
     "opt_negative_rate", "opt_target_sparsity_one", "opt_oneshot_sparsity_above_one", "opt_levels_zero",
     "opt_unknown_criterion", "opt_out_inside_data", "opt_out_inside_data_bench", "opt_malformed_gate",
     "opt_unknown_gate_key", "opt_malformed_input_size", "opt_negative_lr", "opt_unknown_arch",
