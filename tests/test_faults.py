@@ -28,7 +28,6 @@ from typer.testing import CliRunner
 from edgeticket import paths
 from edgeticket.cli.app import app
 from edgeticket.models import build_model
-from edgeticket.models.card import ModelCard
 from edgeticket.tickets.criteria.common import prunable_names
 from edgeticket.tickets.mask import Mask
 
