@@ -152,15 +152,29 @@ def _bench(models, baseline, data: Path, out: Path, config, search, progress: bo
     return report
 
 
+SESSIONS_PER_MODEL = 3  # rotated over the rounds (bench.latency.interleaved)
+
+
+def session_pool(m: OnnxModel, cfg: BenchConfig) -> list:
+    """The model's session and further sessions of the same file, made with the same settings."""
+    from edgeticket.export.onnx_export import ort_session
+
+    provider = m.sess.get_providers()[0]
+    n = SESSIONS_PER_MODEL if cfg.rounds >= SESSIONS_PER_MODEL else 1
+    return [m.sess] + [ort_session(m.path, cfg.threads, provider, cfg.opt_level, cfg.spin) for _ in range(n - 1)]
+
+
 def _latency(models: list[OnnxModel], cfg: BenchConfig) -> tuple[list[dict], list[dict]]:
     """Batch-1 latency of every model in interleaved rounds; then the batched figure, interleaved
     among the models that take a dynamic batch (the others repeat their batch-1 figure)."""
-    t1 = interleaved([(m.sess, m.pre.input_size) for m in models], 1, cfg.rounds, cfg.runs, cfg.warmup)
+    pools = [session_pool(m, cfg) for m in models]
+    t1 = interleaved([(pool, m.pre.input_size) for pool, m in zip(pools, models, strict=True)], 1, cfg.rounds,
+                     cfg.runs, cfg.warmup)
     lat1 = [{**latency_stats(t, 1, seed=k), "_times": t} for k, t in enumerate(t1)]
     latb = list(lat1)
     batched = [k for k, m in enumerate(models) if m.fixed_batch is None] if cfg.batch_size > 1 else []
     if batched:
-        tb = interleaved([(models[k].sess, models[k].pre.input_size) for k in batched], cfg.batch_size,
+        tb = interleaved([(pools[k], models[k].pre.input_size) for k in batched], cfg.batch_size,
                          min(cfg.rounds, max(1, cfg.runs // 5)), max(3, cfg.runs // 5), max(1, cfg.warmup // 2))
         for k, t in zip(batched, tb, strict=True):
             latb[k] = latency_stats(t, cfg.batch_size, seed=k)

@@ -100,21 +100,29 @@ MIN_ROUNDS_FOR_ROUND_BOOTSTRAP = 4
 
 def interleaved(sessions: list[tuple[object, tuple[int, int]]], batch: int, rounds: int, runs: int, warmup: int,
                 seed: int = 0, timer=time.perf_counter) -> list[np.ndarray]:
-    """Times in ms, one (rounds, runs_per_round) array per session; every round times every
-    session for a block of ``ceil(runs / rounds)`` runs, in an order shuffled per round."""
+    """Times in ms, one (rounds, runs_per_round) array per model; every round times every model
+    for a block of ``ceil(runs / rounds)`` runs, in an order shuffled per round.
+
+    A model may be given as a list of sessions of the same file: round ``r`` then runs session
+    ``r % len``, so that what differs between sessions (where ORT's arena and the weights landed
+    in memory: a byte-identical copy can sit a few percent apart for a session's whole life)
+    varies between rounds and reaches the bootstrap's interval instead of biasing the point.
+    """
     rng = np.random.default_rng(seed)
     per_round = max(1, -(-runs // rounds))
+    pools = [s if isinstance(s, list | tuple) else [s] for s, _ in sessions]
     feeds = []
-    for sess, size in sessions:
+    for pool, (_, size) in zip(pools, sessions, strict=True):
         x = np.random.default_rng(seed).standard_normal((batch, 3, *size)).astype(np.float32)
-        feeds.append({sess.get_inputs()[0].name: x})
-    for (sess, _), feed in zip(sessions, feeds, strict=True):
-        for _ in range(warmup):
-            sess.run(None, feed)
+        feeds.append({pool[0].get_inputs()[0].name: x})
+    for pool, feed in zip(pools, feeds, strict=True):
+        for sess in pool:
+            for _ in range(warmup):
+                sess.run(None, feed)
     times = [np.zeros((rounds, per_round)) for _ in sessions]
     for r in range(rounds):
         for k in rng.permutation(len(sessions)):
-            sess, feed = sessions[k][0], feeds[k]
+            sess, feed = pools[k][r % len(pools[k])], feeds[k]
             for j in range(per_round):
                 t0 = timer()
                 sess.run(None, feed)
