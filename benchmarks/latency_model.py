@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--remeasure", action="store_true")
+    ap.add_argument("--targets", default="2,4", help="predicted speed-ups of the budgeted (and matched uniform) tickets")
     ap.add_argument("--out", default="runs/latency_model")
     args = ap.parse_args()
 
@@ -59,8 +60,8 @@ def main() -> None:
     build_s = time.perf_counter() - t0
     budget = LatencyBudget(lm, lambda mk: alive_widths(m, mk, groups))
     weights = m.state_dict()
-    cases = {"dense": init, "uniform 0.50": prune_channels(weights, init, groups, 0.5, 8).mask}
-    for x in (2.0, 4.0):
+    cases = {"dense": init}
+    for x in (float(v) for v in args.targets.split(",")):
         budget.target_ms = lm.dense_ms / x
         cases[f"budget {x:g}x"] = prune_to_latency(weights, init, groups, budget, 8).mask
         # the uniform channel ticket (every group at one fraction) with the same predicted latency, by bisection
