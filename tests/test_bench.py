@@ -255,11 +255,15 @@ def test_interleaved_rounds_cancel_drift_that_a_sequential_pass_does_not():
     a, b = _FakeSession("a", 1.0, clock, log), _FakeSession("b", 1.0, clock, log)  # identical models
     times = interleaved([(a, (8, 8)), (b, (8, 8))], 1, rounds=20, runs=100, warmup=2, timer=lambda: clock[0] / 1000)
     assert [t.shape for t in times] == [(20, 5), (20, 5)]
+    from edgeticket.bench.latency import BLOCK_WARMUP
+
     timed = log[4:]  # after two warm-up runs each
-    blocks = [timed[i:i + 5] for i in range(0, len(timed), 5)]
-    assert all(len(set(blk)) == 1 for blk in blocks)  # a block of runs per model
+    n = 5 + BLOCK_WARMUP  # every block starts with untimed runs after the switch
+    blocks = [timed[i:i + n] for i in range(0, len(timed), n)]
+    assert len(blocks) == 40 and all(len(blk) == n and len(set(blk)) == 1 for blk in blocks)  # a block per model
     orders = [tuple(blk[0] for blk in blocks[r * 2:r * 2 + 2]) for r in range(20)]
     assert all(sorted(o) == ["a", "b"] for o in orders) and len(set(orders)) == 2  # both models every round, shuffled
+    assert all(orders[r + 1] == orders[r][::-1] for r in range(0, 20, 2))  # ABBA: each model first as often
     point, ci = speedup_with_interval(times[0], times[1])
     # one sequential pass: b runs after a, on a slower machine, and looks slower by the drift
     clock[0], log[:] = 0.0, []
@@ -284,6 +288,28 @@ def test_speedup_interval_holds_a_known_ratio_and_excludes_a_wrong_one():
     assert st["p50"] == pytest.approx(np.median(model)) and st["p50_ci"][0] <= st["p50"] <= st["p50_ci"][1]
     assert st["min"] == model.min() and st["p90"] == pytest.approx(np.percentile(model, 90))
     assert st["rounds"] == 12 and st["runs_per_round"] == 6 and st["bootstrap"] == "rounds"
+
+
+def test_a_lasting_session_offset_widens_the_interval_instead_of_excluding_one():
+    """A byte-identical copy whose three sessions landed 5% and 2% slower and 1% faster (fixed for each
+    session's life): resampling rounds alone calls the copy slower; drawing sessions first does not."""
+    from edgeticket.bench.latency import latency_stats, speedup_with_interval
+
+    rng = np.random.default_rng(1)
+    rounds, sessions = 21, 3
+    drift = 1 + 0.05 * rng.random((rounds, 1))
+    base = 5.0 * drift * (1 + 0.01 * rng.standard_normal((rounds, 10)))
+    offset = np.array([1.05, 1.02, 0.99])[np.arange(rounds) % sessions][:, None]
+    copy = 5.0 * drift * offset * (1 + 0.01 * rng.standard_normal((rounds, 10)))
+    _, ci_rounds = speedup_with_interval(base, copy)
+    point, ci = speedup_with_interval(base, copy, sessions=sessions)
+    assert not ci_rounds[0] <= 1.0 <= ci_rounds[1]  # the flaw: a narrow interval around the sessions' mix
+    assert ci[0] <= 1.0 <= ci[1] and ci[0] < 0.97 and ci[1] < 1.03
+    st = latency_stats(copy, 1, sessions=sessions)
+    assert st["sessions"] == 3 and st["bootstrap"] == "sessions, then rounds"
+    # the same two-stage draw pairs both models: a real 2x stays clear of 1.5 and holds 2
+    point, ci = speedup_with_interval(2 * base, copy / offset, sessions=sessions)
+    assert ci[0] <= 2.0 <= ci[1] and ci[0] > 1.5
 
 
 @pytest.mark.parametrize("speedup, ci, strict, passed, noisy", [
@@ -316,6 +342,7 @@ def test_a_copy_of_the_baseline_benches_at_one(chain, synth_dir, tmp_path):
     assert 0.93 <= v["speedup"] <= 1.07 and v["speedup_ci"][0] <= 1.0 <= v["speedup_ci"][1], v
     lp = r["latency_protocol"]
     assert lp["rounds"] == 20 and lp["runs_per_round"] == 10 and r["session"]["intra_op_threads"] == 1
+    assert lp["sessions_per_model"] == 4 and r["models"][1]["latency"]["batch1"]["bootstrap"] == "sessions, then rounds"
     assert set(r["machine"]["isa"]) >= {"avx2", "avx512f", "avx512_vnni"}
     for m in r["models"]:
         b1 = m["latency"]["batch1"]
@@ -381,3 +408,22 @@ def test_each_criterion_is_its_own_line_and_branches_show_their_spread(monkeypat
     bars = [c for c in ax.containers if c.get_label() == "random, channel (mean ± sd)"][0]
     seg = bars.lines[2][0].get_segments()[0]
     assert seg[1][1] - seg[0][1] == pytest.approx(2 * np.std([0.5, 0.6]))
+
+
+def test_sessions_are_made_in_alternating_turns(monkeypatch):
+    """A session made later ran ~1% faster for its life: no model may be made first in every turn."""
+    import edgeticket.export.onnx_export as ox
+    from edgeticket.bench.api import session_pools
+    from edgeticket.bench.config import BenchConfig
+
+    made = []
+    monkeypatch.setattr(ox, "ort_session", lambda path, *a: made.append(path) or path)
+    models = [type("M", (), {"path": p, "sess": type("S", (), {"get_providers": lambda self: ["CPU"]})()})()
+              for p in ("a", "b", "c")]
+    pools = session_pools(models, BenchConfig(sessions=4, rounds=20))
+    assert pools == [["a"] * 4, ["b"] * 4, ["c"] * 4]
+    turns = [made[i:i + 3] for i in range(0, 12, 3)]
+    assert all(sorted(t) == ["a", "b", "c"] for t in turns)
+    assert turns[1] == turns[0][::-1] and turns[3] == turns[2][::-1]
+    made.clear()
+    assert [len(p) for p in session_pools(models, BenchConfig(sessions=4, rounds=2))] == [2, 2, 2]

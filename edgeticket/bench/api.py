@@ -7,13 +7,13 @@ report.json schema (``schema`` = 1, stable; fields are only ever added):
                  "isa": {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "neon": bool}},
      "versions": {...}, "onnxruntime": str, "provider": str, "graph_optimization": str,
      "threads": int, "session": {"intra_op_threads", "inter_op_threads", "execution_mode", "allow_spinning"},
-     "latency_protocol": {"rounds", "runs_per_round", "runs", "warmup", "order", "interval", "gate_strict"},
+     "latency_protocol": {"rounds", "runs_per_round", "runs", "warmup", "order", "sessions_per_model", "interval", "gate_strict"},
      "data": str, "test_frames": int, "baseline": str,
      "models": [{"path": str, "name": str, "baseline": bool, "input_size": "HxW",
                  "metrics": {abs_rel, sq_rel, rmse, rmse_log, log10, delta1, delta2, delta3,
                              nonfinite (non-finite predicted pixels, scored as BTS does)},
                  "latency_ms": {"p50", "p90", "mean", "min"},
-                 "latency": {"batch1": {..., "p50_ci": [lo, hi], "rounds", "runs_per_round", "bootstrap"},
+                 "latency": {"batch1": {..., "p50_ci": [lo, hi], "rounds", "runs_per_round", "sessions", "bootstrap"},
                              "batchN": {...}},
                  "throughput_img_s": {"batch1": float, "batchN": float},
                  "size": {"bytes", "params", "macs", "sparsity" (effective: masked or in a dead channel),
@@ -33,6 +33,8 @@ import platform
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from edgeticket import paths
 from edgeticket.bench import plots
@@ -113,7 +115,7 @@ def _bench(models, baseline, data: Path, out: Path, config, search, progress: bo
     for k, e in enumerate(entries):
         e["vs_baseline"] = _versus(e, entries[0])
         e["vs_baseline"]["speedup"], e["vs_baseline"]["speedup_ci"] = speedup_with_interval(
-            lat1[0]["_times"], lat1[k]["_times"], seed=k)
+            lat1[0]["_times"], lat1[k]["_times"], seed=k, sessions=lat1[0]["sessions"])
         failed, noisy = judge_gates(gates, e, cfg.gate_strict) if not e["baseline"] else ([], [])
         e["gates"] = {"passed": not failed, "failed": failed, "within_noise": noisy}
     for e in entries:
@@ -137,6 +139,7 @@ def _bench(models, baseline, data: Path, out: Path, config, search, progress: bo
                     "allow_spinning": cfg.spin},
         "latency_protocol": {"rounds": cfg.rounds, "runs_per_round": lat1[0]["runs_per_round"],
                              "runs": lat1[0]["runs"], "warmup": cfg.warmup, "order": "shuffled per round",
+                             "sessions_per_model": lat1[0]["sessions"],
                              "interval": f"bootstrap 95% over {lat1[0]['bootstrap']} ({BOOTSTRAP} resamples)",
                              "gate_strict": cfg.gate_strict},
         "data": str(data),
@@ -152,32 +155,42 @@ def _bench(models, baseline, data: Path, out: Path, config, search, progress: bo
     return report
 
 
-SESSIONS_PER_MODEL = 3  # rotated over the rounds (bench.latency.interleaved)
-
-
-def session_pool(m: OnnxModel, cfg: BenchConfig) -> list:
-    """The model's session and further sessions of the same file, made with the same settings."""
+def session_pools(models: list[OnnxModel], cfg: BenchConfig, seed: int = 0) -> list[list]:
+    """Fresh sessions of every model's file, made with the same settings, ``cfg.sessions`` each
+    (at most one a round): made in turns, one per model a turn, in a shuffled order reversed
+    every other turn. A session made later ran ~1% faster for its whole life on this machine (a
+    byte-identical copy made after the baseline in every turn benched at 1.011x, sd 0.004, over
+    12 runs), so no model may be made first every time; the alternation makes that effect a
+    difference between sessions, which the bootstrap draws. The evaluation sessions are not timed."""
     from edgeticket.export.onnx_export import ort_session
 
-    provider = m.sess.get_providers()[0]
-    n = SESSIONS_PER_MODEL if cfg.rounds >= SESSIONS_PER_MODEL else 1
-    return [m.sess] + [ort_session(m.path, cfg.threads, provider, cfg.opt_level, cfg.spin) for _ in range(n - 1)]
+    n = max(1, min(cfg.sessions, cfg.rounds))
+    rng = np.random.default_rng(seed)
+    pools: list[list] = [[] for _ in models]
+    order = rng.permutation(len(models))
+    for turn in range(n):
+        order = rng.permutation(len(models)) if turn % 2 == 0 else order[::-1]
+        for k in order:
+            m = models[k]
+            pools[k].append(ort_session(m.path, cfg.threads, m.sess.get_providers()[0], cfg.opt_level, cfg.spin))
+    return pools
 
 
 def _latency(models: list[OnnxModel], cfg: BenchConfig) -> tuple[list[dict], list[dict]]:
     """Batch-1 latency of every model in interleaved rounds; then the batched figure, interleaved
     among the models that take a dynamic batch (the others repeat their batch-1 figure)."""
-    pools = [session_pool(m, cfg) for m in models]
+    pools = session_pools(models, cfg)
     t1 = interleaved([(pool, m.pre.input_size) for pool, m in zip(pools, models, strict=True)], 1, cfg.rounds,
                      cfg.runs, cfg.warmup)
-    lat1 = [{**latency_stats(t, 1, seed=k), "_times": t} for k, t in enumerate(t1)]
+    n = len(pools[0])
+    lat1 = [{**latency_stats(t, 1, seed=k, sessions=n), "_times": t} for k, t in enumerate(t1)]
     latb = list(lat1)
     batched = [k for k, m in enumerate(models) if m.fixed_batch is None] if cfg.batch_size > 1 else []
     if batched:
         tb = interleaved([(pools[k], models[k].pre.input_size) for k in batched], cfg.batch_size,
                          min(cfg.rounds, max(1, cfg.runs // 5)), max(3, cfg.runs // 5), max(1, cfg.warmup // 2))
         for k, t in zip(batched, tb, strict=True):
-            latb[k] = latency_stats(t, cfg.batch_size, seed=k)
+            latb[k] = latency_stats(t, cfg.batch_size, seed=k, sessions=n)
     return lat1, latb
 
 

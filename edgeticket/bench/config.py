@@ -17,6 +17,9 @@ class BenchConfig(Hparams):
                        high=100_000)
     rounds: int = hfield(10, help="Latency rounds: each times every model for runs/rounds runs, in a shuffled order.",
                          low=1, high=10_000)
+    sessions: int = hfield(4, help="ONNX Runtime sessions per model, made in alternating turns and rotated over the "
+                           "rounds; the interval draws sessions first (a session keeps its memory placement).",
+                           low=1, high=64)
     warmup: int = hfield(5, help="Warm-up runs of every model before the first round.", low=0, high=100_000)
     batch_size: int = hfield(8, help="Batch for accuracy and the second latency figure.", low=1, high=1024)
     threads: int | None = hfield(None, help="Intra-op threads (default: physical cores).", low=1, high=1024)

@@ -1,13 +1,17 @@
 """Latency in interleaved rounds, with bootstrap intervals.
 
 Every session is warmed up first. Then ``rounds`` rounds: each round times every model
-(baseline included) for a block of runs, in an order shuffled per round, so that drift of a
-shared machine (another process, the clock, the caches) falls on all models alike instead of
-on whichever model happened to run during it. Each run is a full ``session.run`` on a fixed
+(baseline included) for a block of runs, in an order shuffled per round and reversed in the
+next (ABBA), so that drift of a shared machine (another process, the clock, the caches) falls
+on all models alike instead of on whichever model happened to run during it. Each block starts
+with two untimed runs: the switch from the previous model leaves the caches cold. Each run is a full ``session.run`` on a fixed
 random batch. p50, p90, mean and min are over all runs of a model; the 95% interval of p50
-and of a speed-up comes from a bootstrap over rounds (the same resampled rounds for both
-models of a ratio, which pairs them), or over runs when there are fewer than 4 rounds.
-Throughput is images per second at the p50.
+and of a speed-up comes from a bootstrap (the same resampled rounds for both models of a
+ratio, which pairs them). When a model was timed through several sessions of its file (round
+``r`` runs session ``r % n``), the bootstrap is two-stage: sessions first, then rounds within
+each drawn session, so that what stays fixed for a session's life (where its arena and weights
+landed in memory) widens the interval. Without sessions it resamples rounds, or runs when there
+are fewer than 4 rounds. Throughput is images per second at the p50.
 """
 
 from __future__ import annotations
@@ -95,13 +99,16 @@ def measure(sess, input_size: tuple[int, int], batch: int = 1, runs: int = 50, w
 
 
 BOOTSTRAP = 2000
+BLOCK_WARMUP = 2  # untimed runs at the start of every block: the first two after a switch ran 15-30% slow
 MIN_ROUNDS_FOR_ROUND_BOOTSTRAP = 4
 
 
 def interleaved(sessions: list[tuple[object, tuple[int, int]]], batch: int, rounds: int, runs: int, warmup: int,
                 seed: int = 0, timer=time.perf_counter) -> list[np.ndarray]:
     """Times in ms, one (rounds, runs_per_round) array per model; every round times every model
-    for a block of ``ceil(runs / rounds)`` runs, in an order shuffled per round.
+    for a block of ``ceil(runs / rounds)`` runs after ``BLOCK_WARMUP`` untimed ones, in an order
+    shuffled on even rounds and reversed on odd ones. Models of the same input name and size read
+    one input buffer.
 
     A model may be given as a list of sessions of the same file: round ``r`` then runs session
     ``r % len``, so that what differs between sessions (where ORT's arena and the weights landed
@@ -111,18 +118,27 @@ def interleaved(sessions: list[tuple[object, tuple[int, int]]], batch: int, roun
     rng = np.random.default_rng(seed)
     per_round = max(1, -(-runs // rounds))
     pools = [s if isinstance(s, list | tuple) else [s] for s, _ in sessions]
+    inputs: dict[tuple, dict] = {}  # one input buffer per (input name, size): models alike read the same bytes
     feeds = []
     for pool, (_, size) in zip(pools, sessions, strict=True):
-        x = np.random.default_rng(seed).standard_normal((batch, 3, *size)).astype(np.float32)
-        feeds.append({pool[0].get_inputs()[0].name: x})
+        key = (pool[0].get_inputs()[0].name, tuple(size))
+        if key not in inputs:
+            inputs[key] = {key[0]: np.random.default_rng(seed).standard_normal((batch, 3, *size)).astype(np.float32)}
+        feeds.append(inputs[key])
     for pool, feed in zip(pools, feeds, strict=True):
         for sess in pool:
             for _ in range(warmup):
                 sess.run(None, feed)
     times = [np.zeros((rounds, per_round)) for _ in sessions]
+    order = rng.permutation(len(sessions))
     for r in range(rounds):
-        for k in rng.permutation(len(sessions)):
+        # counterbalanced (ABBA): a fresh shuffle on even rounds, its reverse on odd ones, so that
+        # every model runs first and last in a round equally often
+        order = rng.permutation(len(sessions)) if r % 2 == 0 else order[::-1]
+        for k in order:
             sess, feed = pools[k][r % len(pools[k])], feeds[k]
+            for _ in range(BLOCK_WARMUP):  # the switch from another model left its caches cold
+                sess.run(None, feed)
             for j in range(per_round):
                 t0 = timer()
                 sess.run(None, feed)
@@ -130,34 +146,43 @@ def interleaved(sessions: list[tuple[object, tuple[int, int]]], batch: int, roun
     return times
 
 
-def _resampled(n_rounds: int, n_runs: int, seed: int) -> tuple[str, np.ndarray]:
-    """Bootstrap index sets: whole rounds when there are enough of them, else single runs."""
+def _resampled(n_rounds: int, n_runs: int, seed: int, sessions: int = 1) -> tuple[str, np.ndarray]:
+    """Bootstrap index sets: sessions then rounds within them when there are several sessions
+    (round ``r`` ran session ``r % sessions``) and at least two rounds each; else whole rounds
+    when there are enough of them; else single runs."""
     rng = np.random.default_rng(seed)
+    per = n_rounds // sessions if sessions > 1 else 0
+    if per >= 2:
+        drawn = rng.integers(0, sessions, size=(BOOTSTRAP, sessions, 1))
+        within = rng.integers(0, per, size=(BOOTSTRAP, sessions, per))
+        return "sessions, then rounds", (drawn + sessions * within).reshape(BOOTSTRAP, sessions * per)
     if n_rounds >= MIN_ROUNDS_FOR_ROUND_BOOTSTRAP:
         return "rounds", rng.integers(0, n_rounds, size=(BOOTSTRAP, n_rounds))
     return "runs", rng.integers(0, n_rounds * n_runs, size=(BOOTSTRAP, n_rounds * n_runs))
 
 
 def _boot_p50(times: np.ndarray, kind: str, idx: np.ndarray) -> np.ndarray:
-    if kind == "rounds":
-        return np.median(times[idx].reshape(len(idx), -1), axis=1)
-    return np.median(times.ravel()[idx], axis=1)
+    if kind == "runs":
+        return np.median(times.ravel()[idx], axis=1)
+    return np.median(times[idx].reshape(len(idx), -1), axis=1)
 
 
-def latency_stats(times: np.ndarray, batch: int, seed: int = 0) -> dict:
+def latency_stats(times: np.ndarray, batch: int, seed: int = 0, sessions: int = 1) -> dict:
     """p50, p90, mean, min over all runs, and the bootstrap 95% interval of p50."""
     out = summarize(times.ravel().tolist(), batch)
-    kind, idx = _resampled(*times.shape, seed)
+    kind, idx = _resampled(*times.shape, seed, sessions)
     lo, hi = np.percentile(_boot_p50(times, kind, idx), [2.5, 97.5])
     out.update({"p50_ci": [float(lo), float(hi)], "rounds": int(times.shape[0]),
-                "runs_per_round": int(times.shape[1]), "bootstrap": kind})
+                "runs_per_round": int(times.shape[1]), "sessions": int(sessions), "bootstrap": kind})
     return out
 
 
-def speedup_with_interval(base: np.ndarray, model: np.ndarray, seed: int = 0) -> tuple[float, list[float]]:
-    """base p50 / model p50, and its 95% interval from the same resampled rounds for both (paired)."""
+def speedup_with_interval(base: np.ndarray, model: np.ndarray, seed: int = 0,
+                          sessions: int = 1) -> tuple[float, list[float]]:
+    """base p50 / model p50, and its 95% interval from the same resampled rounds for both (paired);
+    with several sessions per model, sessions are drawn first (the same for both)."""
     point = float(np.median(base) / np.median(model))
-    kind, idx = _resampled(*base.shape, seed)
+    kind, idx = _resampled(*base.shape, seed, sessions)
     ratios = _boot_p50(base, kind, idx) / _boot_p50(model, kind, idx)
     lo, hi = np.percentile(ratios, [2.5, 97.5])
     return point, [float(lo), float(hi)]
