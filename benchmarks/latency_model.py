@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import tempfile
 import time
@@ -33,7 +32,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/latency_model")
     args = ap.parse_args()
 
-    from edgeticket.bench.latency_model import Timing, build_latency_model
+    from edgeticket.bench.latency import interleaved
+    from edgeticket.bench.latency_model import CALIBRATION_DENSITY, Timing, build_latency_model
     from edgeticket.export.fold import fold_batchnorm
     from edgeticket.export.onnx_export import export_onnx, ort_session
     from edgeticket.models.adapt import adapt_widths
@@ -52,10 +52,10 @@ def main() -> None:
     scope = prunable_names(m)
     groups = prunable_groups(channel_groups(m, build_graph(m)), set(scope))
     init = with_bn_entries(Mask.ones(m, scope), groups)
-    half = prune_channels(m.state_dict(), init, groups, 0.5, 8).mask
+    cal = [alive_widths(m, prune_channels(m.state_dict(), init, groups, d, 8).mask, groups) for d in CALIBRATION_DENSITY]
     timing = Timing(threads=args.threads)
     t0 = time.perf_counter()
-    lm = build_latency_model(m, (h, w), alive_widths(m, half, groups), timing, model_key=f"{args.arch}@{h}x{w}",
+    lm = build_latency_model(m, (h, w), cal, timing, model_key=f"{args.arch}@{h}x{w}",
                              remeasure=args.remeasure, progress=True)
     build_s = time.perf_counter() - t0
     budget = LatencyBudget(lm, lambda mk: alive_widths(m, mk, groups))
@@ -75,36 +75,27 @@ def main() -> None:
         cases[f"uniform {x:g}x"] = prune_channels(weights, init, groups, lo, 8).mask
 
     tmp = Path(tempfile.mkdtemp())
-    sessions, preds, macs = {}, {}, {}
+    files, preds, macs = {}, {}, {}
     for name, mask in cases.items():
         wd = alive_widths(m, mask, groups)
         mm = fold_batchnorm(adapt_widths(build_model(args.arch), {k: list(v) for k, v in wd.items()}).eval())
-        path = tmp / (name.replace(" ", "_") + ".onnx")
-        export_onnx(mm, path, (h, w), {})
-        sessions[name] = ort_session(path, timing.resolved_threads(), timing.ort_provider(), timing.opt_level)
+        files[name] = tmp / (name.replace(" ", "_") + ".onnx")
+        export_onnx(mm, files[name], (h, w), {})
         preds[name] = budget.predict(mask)
         macs[name] = count_macs(m, (h, w), wd)
-    import numpy as np
-
-    x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
-    for s in sessions.values():
-        for _ in range(3):
-            s.run(None, {"x": x} if s.get_inputs()[0].name == "x" else {s.get_inputs()[0].name: x})
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    order = list(sessions)
-    for _ in range(args.rounds):
-        random.shuffle(order)
+    # timed as the bench times: two sessions per model made in alternating turns, ABBA rounds
+    names = list(files)
+    pools = {k: [] for k in names}
+    for order in (names, names[::-1]):
         for k in order:
-            s = sessions[k]
-            feed = {s.get_inputs()[0].name: x}
-            for _ in range(args.runs):
-                t = time.perf_counter()
-                s.run(None, feed)
-                times[k].append((time.perf_counter() - t) * 1000)
+            pools[k].append(ort_session(files[k], timing.resolved_threads(), timing.ort_provider(), timing.opt_level))
+    measured = interleaved([(pools[k], (h, w)) for k in names], 1, args.rounds, args.rounds * args.runs, 3)
+    times = {k: t.ravel().tolist() for k, t in zip(names, measured, strict=True)}
     rows = []
     dense_meas = statistics.median(times["dense"])
     print(f"\n{args.arch} at {h}x{w}, {timing.resolved_threads()} threads; table {'measured' if lm.provenance['measured_now'] else 'cached'} "
-          f"in {build_s:.1f} s; fit a={lm.a:.2f} ms, b={lm.b:.3f}")
+          f"in {build_s:.1f} s; fit a={lm.a:.2f} ms, b={lm.b:.4g}, p={lm.p:.3f}; "
+          f"calibration errors {', '.join(f'{e:+.1%}' for e in lm.provenance['fit']['fit_error'])}")
     print("| model | GMACs | predicted ms | measured p50 ms | p10-p90 | error | predicted speed-up | measured speed-up |")
     print("|---|---|---|---|---|---|---|---|")
     for k in cases:

@@ -232,6 +232,13 @@ def test_a_diverged_onnx_model_scores_like_bts_and_its_nonfinite_pixels_are_coun
     assert diverged["nonfinite"] == r["test_frames"] * (h // 4 + 3 + 2) * w and finite["nonfinite"] == 0
     for k in METRIC_KEYS:
         assert np.isfinite(diverged[k]) and diverged[k] == pytest.approx(finite[k], rel=1e-6), k
+    # a NaN output fails the bench, with no gate asked for, baseline or not; the finite model passes
+    assert r["models"][1]["gates"]["passed"] and failed_gates(r) == [
+        f"{tmp_path / 'diverged.onnx'}: nonfinite={diverged['nonfinite']}: the model predicted non-finite depth "
+        f"(NaN or inf) on {diverged['nonfinite']} pixels"]
+    r = bench([str(tmp_path / "diverged.onnx")], str(tmp_path / "bts.onnx"), synth_dir, tmp_path / "b2", runs=2,
+              warmup=1, progress=False, gate="delta1_drop<=1", **flags)
+    assert not r["models"][1]["gates"]["passed"] and r["models"][1]["gates"]["failed"][0].startswith("nonfinite=")
 
 
 class _FakeSession:
@@ -248,8 +255,11 @@ class _FakeSession:
         self.clock[0] += self.cost * (1.0 + self.clock[0] / 200.0)  # the machine slows down steadily
 
 
-def test_interleaved_rounds_cancel_drift_that_a_sequential_pass_does_not():
+def test_interleaved_rounds_cancel_drift_that_a_sequential_pass_does_not(monkeypatch):
+    from edgeticket.bench import latency
     from edgeticket.bench.latency import interleaved, speedup_with_interval
+
+    monkeypatch.setattr(latency, "BLOCK_WARMUP_MS", 0.0)  # blocks of a fixed length (the time floor: next test)
 
     clock, log = [0.0], []
     a, b = _FakeSession("a", 1.0, clock, log), _FakeSession("b", 1.0, clock, log)  # identical models
@@ -272,6 +282,29 @@ def test_interleaved_rounds_cancel_drift_that_a_sequential_pass_does_not():
     sequential = float(np.median(sa) / np.median(sb))
     assert sequential < 0.9  # the drift the rounds are there to cancel
     assert abs(point - 1.0) < abs(sequential - 1.0) / 5 and ci[0] <= 1.0 <= ci[1]
+
+
+def test_every_block_warms_up_for_a_floor_of_time_before_it_is_timed():
+    from edgeticket.bench.latency import BLOCK_WARMUP_MS, interleaved
+
+    class Steady(_FakeSession):  # no drift: a run costs the same whenever it runs
+        def run(self, _outputs, _feed):
+            self.log.append(self.name)
+            self.clock[0] += self.cost
+
+    clock, log = [0.0], []
+    fast, slow = Steady("fast", 0.5, clock, log), Steady("slow", 40.0, clock, log)
+    interleaved([(fast, (8, 8)), (slow, (8, 8))], 1, rounds=2, runs=6, warmup=0, timer=lambda: clock[0] / 1000)
+    blocks, cur = [], None
+    for name in log:
+        if name != cur:
+            blocks.append([name, 0])
+            cur = name
+        blocks[-1][1] += 1
+    # a 0.5 ms model runs ~BLOCK_WARMUP_MS of untimed runs before its 3 timed ones; a 40 ms one 2
+    runs = {name: [n for b, n in blocks if b == name] for name in ("fast", "slow")}
+    assert sum(runs["slow"]) == 2 * (2 + 3)  # (ABBA: its two blocks are adjacent)
+    assert 2 * (BLOCK_WARMUP_MS / 0.5 + 3) <= sum(runs["fast"]) <= 2 * (BLOCK_WARMUP_MS / 0.5 + 4)  # +1: float ticks
 
 
 def test_speedup_interval_holds_a_known_ratio_and_excludes_a_wrong_one():

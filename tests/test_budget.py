@@ -62,8 +62,9 @@ def _tiny():
 
 
 def _budget(m, groups, init) -> LatencyBudget:
-    half = prune_channels(m.state_dict(), init, groups, 0.5, 8).mask
-    lm = LM.build_latency_model(m, tuple(SIZE), alive_widths(m, half, groups), Timing(threads=1), model_key="tiny")
+    cal = [alive_widths(m, prune_channels(m.state_dict(), init, groups, d, 8).mask, groups)
+           for d in LM.CALIBRATION_DENSITY]
+    lm = LM.build_latency_model(m, tuple(SIZE), cal, Timing(threads=1), model_key="tiny")
     return LatencyBudget(lm, lambda mask: alive_widths(m, mask, groups))
 
 
@@ -221,8 +222,9 @@ def test_allocation_meets_a_target_on_every_architecture(fake_timing, arch):
     scope = prunable_names(m)
     groups = prunable_groups(channel_groups(m, build_graph(m)), set(scope))
     init = with_bn_entries(Mask.ones(m, scope), groups)
-    half = prune_channels(m.state_dict(), init, groups, 0.5, 8).mask
-    lm = LM.build_latency_model(m, tuple(SIZE), alive_widths(m, half, groups), Timing(threads=1), model_key=arch)
+    cal = [alive_widths(m, prune_channels(m.state_dict(), init, groups, d, 8).mask, groups)
+           for d in LM.CALIBRATION_DENSITY]
+    lm = LM.build_latency_model(m, tuple(SIZE), cal, Timing(threads=1), model_key=arch)
     budget = LatencyBudget(lm, lambda mask: alive_widths(m, mask, groups))
     budget.target_ms = 0.6 * budget.predict(init)
     res = prune_to_latency(m.state_dict(), init, groups, budget, 8)

@@ -757,6 +757,103 @@ def test_a_second_writer_is_refused_naming_the_first(command, tmp_path, world, c
         proc.wait()
 
 
+def _one_sentence(res, needle: str) -> str:
+    COUNTS["bad_inputs_tried"] += 1
+    text = res.output.strip()
+    assert res.exit_code == 2, (res.exit_code, text[-2000:])
+    assert "Traceback" not in text and (res.exception is None or isinstance(res.exception, SystemExit))
+    lines = text.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgeticket: error: ") and needle in lines[0], text
+    return lines[0]
+
+
+def _int_input_onnx(path: Path) -> None:
+    """A one-node model whose input is int64 (a token-id model, say): not an image model."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)
+    graph = helper.make_graph([node], "ids", [helper.make_tensor_value_info("x", TensorProto.INT64, [1, 3, *SIZE])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, *SIZE])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_an_onnx_model_with_an_int64_input_is_one_sentence(world, synth_dir, tmp_path):
+    f = tmp_path / "ids.onnx"
+    _int_input_onnx(f)
+    base = world / "exp" / paths.ONNX
+    res = runner.invoke(app, ["bench", str(f), "--data", str(synth_dir), "--baseline", str(base), "--out",
+                              str(tmp_path / "b"), "--runs", "2", "--quiet", "--input-size", "48x64",
+                              "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5"])
+    line = _one_sentence(res, str(f))
+    assert "tensor(int64)" in line and "float32" in line and not (tmp_path / "b").exists()
+
+
+def test_a_batch_bigger_than_free_memory_is_refused_with_the_estimate(world, synth_dir, tmp_path, monkeypatch):
+    from edgeticket.bench import memory
+
+    base = world / "exp" / paths.ONNX
+    peak, weights = memory.activation_peak_bytes(base)
+    # independent: the largest activation of the graph at batch 1 is a floor of the live peak
+    import onnx
+    from onnx import shape_inference
+
+    g = shape_inference.infer_shapes(onnx.load(str(base))).graph
+    inits = {t.name for t in g.initializer}
+    sizes = [4 * int(np.prod([d.dim_value or 1 for d in v.type.tensor_type.shape.dim])) for v in g.value_info
+             if v.name not in inits]
+    assert max(sizes) <= peak <= sum(sizes) + 4 * 3 * SIZE[0] * SIZE[1]
+    from onnx import numpy_helper
+
+    assert weights == sum(numpy_helper.to_array(t).nbytes for t in g.initializer)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 64 * 2**20)  # 64 MiB free
+    res = runner.invoke(app, ["bench", str(base), "--data", str(synth_dir), "--baseline", str(base), "--out",
+                              str(tmp_path / "b"), "--runs", "2", "--quiet", "--batch-size", "1024"])
+    line = _one_sentence(res, "--batch-size 1024")
+    assert "0.1 GiB free" in line and "smaller --batch-size" in line and not (tmp_path / "b").exists()
+    est = memory.bench_estimate([str(base)], 1024, 4)
+    assert est["batch"] == 1024 * (peak + memory.FRAME_BYTES) and est["total"] > 64 * 2**20
+
+
+def test_a_png_dataset_whose_depth_is_all_zero_is_refused(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "data" / "nyu2_test"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((480, 640, 3), 40 * i, np.uint8)).save(folder / f"{i:05d}_colors.png")
+        Image.fromarray(np.zeros((480, 640), np.uint16)).save(folder / f"{i:05d}_depth.png")
+    out = tmp_path / "cache"
+    res = runner.invoke(app, ["data", "prepare", str(folder), "--out", str(out), "--input-size", "48x64", "--quiet"])
+    line = _one_sentence(res, "valid depth pixel")
+    assert str(folder) in line and not out.exists()
+
+
+def test_a_read_only_file_system_is_one_sentence_and_keeps_the_run(cache, tmp_path, monkeypatch):
+    """EROFS on every file committed into the folder (tests run as root, whom a chmod does not stop,
+    and cannot mount): one sentence naming the folder, exit 2, the finished run as it was."""
+    import errno
+
+    out = tmp_path / "ft"
+    assert runner.invoke(app, [*map(str, finetune_args(cache, out, epochs=1))]).exit_code == 0
+    before = snapshot(out)
+    real = os.replace
+
+    def read_only(src, dst, *a, **k):
+        if str(out) in str(dst):
+            raise OSError(errno.EROFS, "Read-only file system", str(dst))
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", read_only)
+    res = runner.invoke(app, [*map(str, finetune_args(cache, out, epochs=1)), "--overwrite"])
+    line = _one_sentence(res, "cannot write there: the file system is read-only")
+    assert str(out) in line
+    monkeypatch.setattr(os, "replace", real)
+    assert snapshot(out) == before
+
+
 def test_a_full_disk_is_one_sentence_and_keeps_what_was_there(cache, tmp_path):
     """A file-size limit (EFBIG, as a full or read-only disk refuses a write): one sentence, exit 2."""
     import resource

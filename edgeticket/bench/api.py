@@ -8,7 +8,8 @@ report.json schema (``schema`` = 1, stable; fields are only ever added):
      "versions": {...}, "onnxruntime": str, "provider": str, "graph_optimization": str,
      "threads": int, "session": {"intra_op_threads", "inter_op_threads", "execution_mode", "allow_spinning"},
      "latency_protocol": {"rounds", "runs_per_round", "runs", "warmup", "order", "sessions_per_model", "interval", "gate_strict"},
-     "data": str, "test_frames": int, "baseline": str,
+     "memory_estimate": {"weights", "batch", "total", "available": bytes}, "data": str, "test_frames": int,
+     "baseline": str,
      "models": [{"path": str, "name": str, "baseline": bool, "input_size": "HxW",
                  "metrics": {abs_rel, sq_rel, rmse, rmse_log, log10, delta1, delta2, delta3,
                              nonfinite (non-finite predicted pixels, scored as BTS does)},
@@ -50,6 +51,7 @@ from edgeticket.bench.latency import (
     physical_cores,
     speedup_with_interval,
 )
+from edgeticket.bench.memory import check_bench_memory
 from edgeticket.errors import UserError
 from edgeticket.fsio import versions, write_json, write_text
 from edgeticket.train.metrics import METRIC_KEYS
@@ -104,6 +106,7 @@ def _bench(models, baseline, data: Path, out: Path, config, search, progress: bo
     baseline = str(baseline)
     paths_in = [baseline] + [str(m) for m in models if Path(m).resolve() != Path(baseline).resolve()]
     opened: list[OnnxModel] = [open_model(p, cfg, prov) for p in paths_in]
+    memory = check_bench_memory(paths_in, cfg.batch_size, cfg.sessions)  # before a batch or the timed sessions
     base = opened[0]
     batch_size = cfg.batch_size
 
@@ -117,6 +120,9 @@ def _bench(models, baseline, data: Path, out: Path, config, search, progress: bo
         e["vs_baseline"]["speedup"], e["vs_baseline"]["speedup_ci"] = speedup_with_interval(
             lat1[0]["_times"], lat1[k]["_times"], seed=k, sessions=lat1[0]["sessions"])
         failed, noisy = judge_gates(gates, e, cfg.gate_strict) if not e["baseline"] else ([], [])
+        if e["metrics"]["nonfinite"]:  # a NaN or inf depth is a broken model, whatever the gates ask
+            failed = [f"nonfinite={e['metrics']['nonfinite']}: the model predicted non-finite depth (NaN or inf) "
+                      f"on {e['metrics']['nonfinite']} pixels", *failed]
         e["gates"] = {"passed": not failed, "failed": failed, "within_noise": noisy}
     for e in entries:
         for lat in e["latency"].values():
@@ -142,6 +148,7 @@ def _bench(models, baseline, data: Path, out: Path, config, search, progress: bo
                              "sessions_per_model": lat1[0]["sessions"],
                              "interval": f"bootstrap 95% over {lat1[0]['bootstrap']} ({BOOTSTRAP} resamples)",
                              "gate_strict": cfg.gate_strict},
+        "memory_estimate": memory,
         "data": str(data),
         "test_frames": metrics[0].get("n_images", 0),
         "baseline": base.path,

@@ -70,7 +70,17 @@ def open_model(path: str, cfg: BenchConfig, provider: str = "CPUExecutionProvide
             raise UserError(f"{path}: has no edgeticket metadata; pass {', '.join(missing)} "
                             "(e.g. --input-size 228x304 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225).")
         pre = Preprocess(cfg.input_size, cfg.mean, cfg.std, "flags")
-    shape = sess.get_inputs()[0].shape
+    inputs = sess.get_inputs()
+    if len(inputs) != 1:
+        raise UserError(f"{path}: takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); edgeticket feeds "
+                        "one float32 NCHW image batch.")
+    if inputs[0].type != "tensor(float)":
+        raise UserError(f"{path}: its input {inputs[0].name!r} is {inputs[0].type}; edgeticket feeds float32 NCHW "
+                        "images (tensor(float)).")
+    out = sess.get_outputs()[0]
+    if out.type not in ("tensor(float)", "tensor(float16)", "tensor(double)"):
+        raise UserError(f"{path}: its output {out.name!r} is {out.type}; edgeticket reads depth as floating point.")
+    shape = inputs[0].shape
     if len(shape) != 4:
         raise UserError(f"{path}: takes a {len(shape)}-D input; edgeticket feeds NCHW images.")
     if all(isinstance(d, int) for d in shape[2:]) and tuple(shape[2:]) != tuple(pre.input_size):

@@ -4,7 +4,8 @@ Every session is warmed up first. Then ``rounds`` rounds: each round times every
 (baseline included) for a block of runs, in an order shuffled per round and reversed in the
 next (ABBA), so that drift of a shared machine (another process, the clock, the caches) falls
 on all models alike instead of on whichever model happened to run during it. Each block starts
-with two untimed runs: the switch from the previous model leaves the caches cold. Each run is a full ``session.run`` on a fixed
+with untimed runs (at least 2, and for at least 50 ms): the switch from the previous model leaves
+the new session's threads asleep and the old one's spinning. Each run is a full ``session.run`` on a fixed
 random batch. p50, p90, mean and min are over all runs of a model; the 95% interval of p50
 and of a speed-up comes from a bootstrap (the same resampled rounds for both models of a
 ratio, which pairs them). When a model was timed through several sessions of its file (round
@@ -99,7 +100,13 @@ def measure(sess, input_size: tuple[int, int], batch: int = 1, runs: int = 50, w
 
 
 BOOTSTRAP = 2000
-BLOCK_WARMUP = 2  # untimed runs at the start of every block: the first two after a switch ran 15-30% slow
+# Untimed runs at the start of every block, at least BLOCK_WARMUP of them and for at least
+# BLOCK_WARMUP_MS: after a switch of sessions, the new session's threads wake and the old one's
+# are still spinning. Measured on FCRN-ResNet18 at 228x304 pruned to 4% density (2 threads, 10
+# models' sessions alternating): the first 5 runs of a block took 8.6, 7.3, 6.1, 6.1, 5.3 ms,
+# then 4.6 ms steady (about 30 ms of disturbance); the first two runs of a 0.5 ms model ran
+# 15-30% slow.
+BLOCK_WARMUP, BLOCK_WARMUP_MS, BLOCK_WARMUP_MAX = 2, 50.0, 1000
 MIN_ROUNDS_FOR_ROUND_BOOTSTRAP = 4
 
 
@@ -137,8 +144,10 @@ def interleaved(sessions: list[tuple[object, tuple[int, int]]], batch: int, roun
         order = rng.permutation(len(sessions)) if r % 2 == 0 else order[::-1]
         for k in order:
             sess, feed = pools[k][r % len(pools[k])], feeds[k]
-            for _ in range(BLOCK_WARMUP):  # the switch from another model left its caches cold
+            t_end, n = timer() + BLOCK_WARMUP_MS / 1000.0, 0
+            while n < BLOCK_WARMUP or (timer() < t_end and n < BLOCK_WARMUP_MAX):  # see BLOCK_WARMUP
                 sess.run(None, feed)
+                n += 1
             for j in range(per_round):
                 t0 = timer()
                 sess.run(None, feed)

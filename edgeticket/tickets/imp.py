@@ -160,7 +160,7 @@ def latency_figures(ctx: SearchContext, mask: Mask) -> dict:
 
 def open_budget(ctx: SearchContext) -> LatencyBudget:
     """The latency table for this model (measured on rank 0, or read from the cache) and the widths of a mask."""
-    from edgeticket.bench.latency_model import Timing, build_latency_model
+    from edgeticket.bench.latency_model import CALIBRATION_DENSITY, Timing, build_latency_model
     from edgeticket.tickets.criteria.channel import prune_channels
 
     cfg, probe, groups = ctx.cfg, ctx.probe, ctx.groups
@@ -170,9 +170,10 @@ def open_budget(ctx: SearchContext) -> LatencyBudget:
 
     lm = None
     if D.current().is_main:
-        half = prune_channels(probe.state_dict(), ctx.initial_mask(), groups, 0.5, cfg.round_to).mask
+        calibration = [widths(prune_channels(probe.state_dict(), ctx.initial_mask(), groups, d, cfg.round_to).mask)
+                       for d in CALIBRATION_DENSITY]
         size = tuple(cfg.data.input_size)
-        lm = build_latency_model(probe, size, widths(half), Timing(cfg.latency_provider, cfg.threads),
+        lm = build_latency_model(probe, size, calibration, Timing(cfg.latency_provider, cfg.threads),
                                  model_key=f"{cfg.model.arch}@{size[0]}x{size[1]}", remeasure=cfg.remeasure,
                                  progress=ctx.progress)
     budget = LatencyBudget(D.broadcast_object(lm), widths)
