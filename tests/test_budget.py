@@ -182,9 +182,10 @@ def test_latency_model_shapes_cover_every_conv():
 def test_target_speedup_2_export_is_measured_faster_and_shows_its_prediction(synth_dir, tmp_path, monkeypatch):
     """The issue's acceptance run: fcrn_resnet18 at 96x128, measured for real by the bench.
 
-    The issue asks for >= 1.8x; on this 2-core machine the run measured 1.8x or more once and
-    1.6-1.7x in others (the table overrates narrow convs, BENCHMARKS.md), so the test holds what
-    is reliable, a clear speed-up, and the note of issue 24 says that the 1.8x is not yet met."""
+    The issue asks for >= 1.8x. With the five-point calibration and the bench's block warm-up it
+    measured 1.97x [1.94, 2.02] and 1.95x [1.87, 2.00] in two clean runs (predicted 2.00x); the
+    two-point fit had given 1.60-1.8x. On a shared machine a run may still fall within noise of
+    1.8x: the test takes that (interval reaching 1.8 and point >= 1.6) as the bench's gates do."""
     from edgeticket.data.config import DataConfig
     from edgeticket.data.prepare import prepare
     from edgeticket.fsio import read_json
@@ -212,7 +213,10 @@ def test_target_speedup_2_export_is_measured_faster_and_shows_its_prediction(syn
     assert ticket["predicted_latency_ms"] == pytest.approx(read_json(last / "sparsity.json")["predicted_latency_ms"],
                                                            rel=1e-5)
     assert "predicted" in res.output and (tmp_path / "b" / "predicted_vs_measured_latency.png").exists()
-    assert ticket["vs_baseline"]["speedup"] >= 1.3, ticket["vs_baseline"]
+    print(f"measured speed-up {ticket['vs_baseline']['speedup']:.3f} {ticket['vs_baseline']['speedup_ci']}, predicted "
+          f"{read_json(last / 'sparsity.json')['predicted_speedup']:.3f}")
+    v = ticket["vs_baseline"]
+    assert v["speedup"] >= 1.8 or v["speedup_ci"][1] >= 1.8 and v["speedup"] >= 1.6, v
     assert read_json(last / "sparsity.json")["predicted_speedup"] >= 2.0 - 1e-9
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.mobilenetv2 import MobileNetV2
 
-from edgeticket.models.fcrn import DEPTH_PRIOR_M, Resize
+from edgeticket.models.fcrn import DEPTH_PRIOR_M, Resize, depth_head
 
 # the outputs of features[i] at 1/2, 1/4, 1/8 and 1/16 of the input (the last block at each stride)
 SKIP_FEATURES = (1, 3, 6, 13)
@@ -112,12 +112,10 @@ class FastDepth(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.decoder = NNConv5Decoder(encoder.out_channels, decoder_widths, encoder.skip_channels)
-        self.head = nn.Conv2d(self.decoder.out_channels, 1, 1, bias=True)
         for m in self.decoder.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.normal_(self.head.weight, std=1e-3)
-        nn.init.constant_(self.head.bias, depth_prior)
+        self.head = depth_head(self.decoder.out_channels, 1, depth_prior)
         self.resize = Resize()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

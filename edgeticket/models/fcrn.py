@@ -104,6 +104,15 @@ class Resize(nn.Module):
 DEPTH_PRIOR_M = 2.5  # about NYU Depth v2's mean depth
 
 
+def depth_head(channels: int, kernel: int, depth_prior: float = DEPTH_PRIOR_M) -> nn.Conv2d:
+    """The last conv, to one depth channel, started near a constant ``depth_prior`` (see ``FCRN``
+    for why); FCRN and FastDepth share it."""
+    head = nn.Conv2d(channels, 1, kernel, padding=kernel // 2, bias=True)
+    nn.init.normal_(head.weight, std=1e-3)
+    nn.init.constant_(head.bias, depth_prior)
+    return head
+
+
 class FCRN(nn.Module):
     """Depth in metres, N x 1 x H x W, for an N x 3 x H x W normalised RGB input.
 
@@ -119,9 +128,7 @@ class FCRN(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.decoder = Decoder(encoder.out_channels, decoder_widths, fast)
-        self.head = nn.Conv2d(self.decoder.out_channels, 1, 3, padding=1, bias=True)
-        nn.init.normal_(self.head.weight, std=1e-3)
-        nn.init.constant_(self.head.bias, depth_prior)
+        self.head = depth_head(self.decoder.out_channels, 3, depth_prior)
         self.resize = Resize()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
