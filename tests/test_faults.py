@@ -741,16 +741,18 @@ with FolderLock(sys.argv[1]):
 """
 
 
-@pytest.mark.parametrize("command", ["finetune", "export", "synth"])
+@pytest.mark.parametrize("command", ["finetune", "export", "synth", "branch"])
 def test_a_second_writer_is_refused_naming_the_first(command, tmp_path, world, cache):
-    out = _copy(world / ("exp" if command == "export" else "run"), tmp_path / "busy")
+    src = {"export": "exp", "branch": "search"}.get(command, "run")
+    out = _copy(world / src, tmp_path / "busy")
     proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "locked"
         argv = {"finetune": ["finetune", "--data", cache, "--arch", "fcrn_tiny", "--pretrained", "none", "--epochs",
                              "1", "--batch-size", "4", "--warmup-epochs", "0", "--out", out, "--resume", "--quiet"],
                 "export": ["export", world / "run", "--out", out, "--overwrite", "--quiet"],
-                "synth": ["data", "synth", "--out", out, "--n", "8", "--quiet"]}[command]
+                "synth": ["data", "synth", "--out", out, "--n", "8", "--quiet"],
+                "branch": ["tickets", "branch", "random", out, "--level", "1", "--quiet"]}[command]
         _refused(argv, [out], f"pid {proc.pid}")
     finally:
         proc.kill()

@@ -414,3 +414,34 @@ def test_two_gloo_ranks_end_with_identical_state(cache, tmp_path):
     from edgeticket.data.dataset import PreparedData
 
     assert metrics["test"]["n_images"] == PreparedData(cache).count("test")  # every frame once, no pads
+
+
+def test_the_training_memory_estimate_counts_saved_tensors_and_leaves_the_model_as_it_was():
+    from edgeticket.train.memory import saved_bytes_per_image
+
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+    m[1].running_mean.fill_(0.3)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    rng = torch.get_rng_state()
+    n = saved_bytes_per_image(m, (8, 8), torch.device("cpu"), None)
+    # independent: the conv saves its input (3x8x8), BN its input (8x8x8) and its two per-channel
+    # statistics (8 each), ReLU its output (8x8x8); weights are parameters and do not count
+    assert n == 4 * (3 * 64 + 8 * 64 + 2 * 8 + 8 * 64)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())  # BN statistics put back
+    assert torch.equal(rng, torch.get_rng_state())  # no random numbers drawn: training stays bit-identical
+
+
+def test_a_batch_the_machine_cannot_hold_is_refused_before_training(cache, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from edgeticket.cli.app import app
+    from edgeticket.train import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 2**20)  # 1 MiB free
+    out = tmp_path / "ft"
+    res = CliRunner().invoke(app, ["finetune", "--data", str(cache), "--arch", "fcrn_tiny", "--pretrained", "none",
+                                   "--epochs", "1", "--batch-size", "4", "--out", str(out), "--quiet"])
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert len(line.splitlines()) == 1 and line.startswith("edgeticket: error: --batch-size 4: a training step at 48x64")
+    assert "GiB is free; pass a smaller --batch-size" in line and not (out / "last.pt").exists()

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeticket.train.memory import available_bytes
+
 FRAME_BYTES = 640 * 480 * (3 + 4)  # an RGB frame and its float32 depth, as the test split is read
 HEADROOM = 1.25  # ORT's arena rounds allocations up; the machine needs some memory for itself
 
@@ -59,17 +61,6 @@ def activation_peak_bytes(path: str | Path) -> tuple[int, int]:
             if last_use.get(name, -1) <= i and name not in outputs:
                 del live[name]
     return peak, weights
-
-
-def available_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux); None where there is no such file."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def bench_estimate(paths: list[str], batch: int, sessions: int) -> dict:

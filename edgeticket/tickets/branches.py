@@ -152,6 +152,14 @@ def run_branches(root: str | Path, kind: str, config: BranchConfig, *, device: s
                  progress: bool = True) -> list[dict]:
     """Create and train the ``kind`` branches of ``config.level`` (a finished branch is skipped;
     a killed one resumes); then rewrite the search's summary."""
+
+    from edgeticket.runs import FolderLock
+
+    with FolderLock(root, "SEARCH_DIR"):  # one writer: not beside a running search or another branch
+        return _run_branches(root, kind, config, device, progress)
+
+
+def _run_branches(root, kind: str, config: BranchConfig, device: str, progress: bool) -> list[dict]:
     from edgeticket.tickets.summary import write_summary
 
     branch = get_branch(kind)

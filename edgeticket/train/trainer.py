@@ -51,6 +51,7 @@ from edgeticket.train.config import TrainConfig
 from edgeticket.train.distill import Teacher, check_same_teacher, distill_l1, load_teacher
 from edgeticket.train.evaluate import evaluate
 from edgeticket.train.losses import get_loss
+from edgeticket.train.memory import check_training_memory
 from edgeticket.train.optim import batch_plan, lr_factor, make_optimizer, set_base_lr
 
 
@@ -133,6 +134,9 @@ class Trainer:
                 self.teacher = self.teacher.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, cfg)
         self.batch_size, self.steps_per_epoch = batch_plan(data.count("train"), cfg, self.dist.world)
+        # before the first batch: a batch the device cannot hold is one sentence, not an OOM kill
+        self.memory = check_training_memory(self.model, tuple(data.input_size), self.batch_size, self.device,
+                                            self.amp_dtype)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self._mask_pairs = self._mask_tensors()
         self.net = net if net is not None else self._wrap(self.model)
