@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/latency_model")
     args = ap.parse_args()
 
-    from edgeticket.bench.latency import interleaved
+    from edgeticket.bench.latency import alternating_pools, interleaved
     from edgeticket.bench.latency_model import CALIBRATION_DENSITY, Timing, build_latency_model
     from edgeticket.export.fold import fold_batchnorm
     from edgeticket.export.onnx_export import export_onnx, ort_session
@@ -85,11 +85,9 @@ def main() -> None:
         macs[name] = count_macs(m, (h, w), wd)
     # timed as the bench times: two sessions per model made in alternating turns, ABBA rounds
     names = list(files)
-    pools = {k: [] for k in names}
-    for order in (names, names[::-1]):
-        for k in order:
-            pools[k].append(ort_session(files[k], timing.resolved_threads(), timing.ort_provider(), timing.opt_level))
-    measured = interleaved([(pools[k], (h, w)) for k in names], 1, args.rounds, args.rounds * args.runs, 3)
+    pools = alternating_pools(len(names), 2, lambda i: ort_session(files[names[i]], timing.resolved_threads(),
+                                                                   timing.ort_provider(), timing.opt_level))
+    measured = interleaved([(p, (h, w)) for p in pools], 1, args.rounds, args.rounds * args.runs, 3)
     times = {k: t.ravel().tolist() for k, t in zip(names, measured, strict=True)}
     rows = []
     dense_meas = statistics.median(times["dense"])

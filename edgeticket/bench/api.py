@@ -35,8 +35,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from edgeticket import paths
 from edgeticket.bench import plots
 from edgeticket.bench.config import BenchConfig
@@ -44,6 +42,7 @@ from edgeticket.bench.evaluate import OnnxModel, evaluate_models, open_model
 from edgeticket.bench.gates import judge_gates
 from edgeticket.bench.latency import (
     BOOTSTRAP,
+    alternating_pools,
     cpu_model,
     interleaved,
     isa_flags,
@@ -106,7 +105,7 @@ def _bench(models, baseline, data: Path, out: Path, config, search, progress: bo
     baseline = str(baseline)
     paths_in = [baseline] + [str(m) for m in models if Path(m).resolve() != Path(baseline).resolve()]
     opened: list[OnnxModel] = [open_model(p, cfg, prov) for p in paths_in]
-    memory = check_bench_memory(paths_in, cfg.batch_size, cfg.sessions)  # before a batch or the timed sessions
+    memory = check_bench_memory(paths_in, cfg.batch_size, sessions_per_model(cfg))  # before a batch or the timed sessions
     base = opened[0]
     batch_size = cfg.batch_size
 
@@ -162,25 +161,22 @@ def _bench(models, baseline, data: Path, out: Path, config, search, progress: bo
     return report
 
 
+def sessions_per_model(cfg: BenchConfig) -> int:
+    """``cfg.sessions``, but at most one a round."""
+    return max(1, min(cfg.sessions, cfg.rounds))
+
+
 def session_pools(models: list[OnnxModel], cfg: BenchConfig, seed: int = 0) -> list[list]:
-    """Fresh sessions of every model's file, made with the same settings, ``cfg.sessions`` each
-    (at most one a round): made in turns, one per model a turn, in a shuffled order reversed
-    every other turn. A session made later ran ~1% faster for its whole life on this machine (a
-    byte-identical copy made after the baseline in every turn benched at 1.011x, sd 0.004, over
-    12 runs), so no model may be made first every time; the alternation makes that effect a
-    difference between sessions, which the bootstrap draws. The evaluation sessions are not timed."""
+    """Fresh sessions of every model's file, made with the same settings, ``sessions_per_model``
+    each, in alternating turns (``bench.latency.alternating_pools``). The evaluation sessions are
+    not timed."""
     from edgeticket.export.onnx_export import ort_session
 
-    n = max(1, min(cfg.sessions, cfg.rounds))
-    rng = np.random.default_rng(seed)
-    pools: list[list] = [[] for _ in models]
-    order = rng.permutation(len(models))
-    for turn in range(n):
-        order = rng.permutation(len(models)) if turn % 2 == 0 else order[::-1]
-        for k in order:
-            m = models[k]
-            pools[k].append(ort_session(m.path, cfg.threads, m.sess.get_providers()[0], cfg.opt_level, cfg.spin))
-    return pools
+    def make(k: int):
+        m = models[k]
+        return ort_session(m.path, cfg.threads, m.sess.get_providers()[0], cfg.opt_level, cfg.spin)
+
+    return alternating_pools(len(models), sessions_per_model(cfg), make, seed)
 
 
 def _latency(models: list[OnnxModel], cfg: BenchConfig) -> tuple[list[dict], list[dict]]:

@@ -19,8 +19,8 @@ measures (same provider, threads and graph optimisation):
    alone, and how that ratio changes with width. The first version fitted ``a + b * sum``
    through the dense and half models only: on FCRN-ResNet50 at 228x304 it put 37 ms in ``a``
    where the narrowest ticket measured 8 ms, and called a 4x target unreachable. Through the
-   five points the same model fits with ``a = 0``, ``b = 1.62``, ``p = 0.90``, each point within
-   4.3%. The dense latency that speed-ups are stated against is the fit's own dense value, so
+   five points the same model fits with ``a = 0``, ``b = 1.48``, ``p = 0.93``, each point within
+   4.9% (BENCHMARKS.md). The dense latency that speed-ups are stated against is the fit's own dense value, so
    that a predicted speed-up is a ratio of two predictions.
 
 The table is cached per machine (CPU model), onnxruntime version, provider, threads and
@@ -290,10 +290,10 @@ def fit_latency(sums: list[float], ms: list[float]) -> tuple[float, float, float
     """``a, b, p`` of ``ms = a + b * sums ** p``: least squares on relative error, ``a >= 0``, the
     best ``p`` of a grid over ``P_RANGE`` (for each ``p`` the fit is linear in ``a, b``)."""
     x, y = np.asarray(sums, np.float64), np.asarray(ms, np.float64)
+    w = 1.0 / y  # weights for relative error
     best = None
     for p in np.linspace(*P_RANGE, 91):
         xp = x ** p
-        w = 1.0 / y  # relative error
         A = np.stack([np.ones_like(xp), xp], axis=1) * w[:, None]
         (a, b), *_ = np.linalg.lstsq(A, y * w, rcond=None)
         if a < 0 or b <= 0:
@@ -357,12 +357,11 @@ def _time_models(model: nn.Module, input_size: tuple[int, int], widths: list[dic
     import copy
     import tempfile
 
-    from edgeticket.bench.latency import interleaved
+    from edgeticket.bench.latency import alternating_pools, interleaved
     from edgeticket.export.fold import fold_batchnorm
     from edgeticket.export.onnx_export import export_onnx, ort_session
     from edgeticket.models.adapt import adapt_widths
 
-    pools: list[list] = [[] for _ in widths]
     with tempfile.TemporaryDirectory() as tmp:
         files = []
         for i, wd in enumerate(widths):
@@ -371,9 +370,8 @@ def _time_models(model: nn.Module, input_size: tuple[int, int], widths: list[dic
                 m = adapt_widths(m, {k: list(v) for k, v in wd.items()})
             files.append(Path(tmp) / f"m{i}.onnx")
             export_onnx(fold_batchnorm(m), files[-1], input_size, {})
-        for turn in range(2):  # made in alternating turns (see bench.api.session_pools)
-            for i in (range(len(files)) if turn == 0 else reversed(range(len(files)))):
-                pools[i].append(ort_session(files[i], timing.resolved_threads(), timing.ort_provider(), timing.opt_level))
+        pools = alternating_pools(len(files), 2, lambda i: ort_session(files[i], timing.resolved_threads(),
+                                                                       timing.ort_provider(), timing.opt_level))
     times = interleaved([(p, input_size) for p in pools], 1, rounds, rounds * max(1, timing.runs // 3),
                         timing.warmup)
     return [float(np.median(t)) for t in times]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeticket.train.memory import available_bytes
+from edgeticket.train.memory import available_bytes, gib
 
 FRAME_BYTES = 640 * 480 * (3 + 4)  # an RGB frame and its float32 depth, as the test split is read
 HEADROOM = 1.25  # ORT's arena rounds allocations up; the machine needs some memory for itself
@@ -70,10 +70,6 @@ def bench_estimate(paths: list[str], batch: int, sessions: int) -> dict:
     weights = sum(w for _, w in per) * (sessions + 1)  # the timed sessions and the evaluation one
     batch_bytes = max(a for a, _ in per) * batch + FRAME_BYTES * batch
     return {"weights": weights, "batch": batch_bytes, "total": int((weights + batch_bytes) * HEADROOM)}
-
-
-def gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"
 
 
 def check_bench_memory(paths: list[str], batch: int, sessions: int) -> dict:

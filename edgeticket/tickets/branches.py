@@ -152,7 +152,6 @@ def run_branches(root: str | Path, kind: str, config: BranchConfig, *, device: s
                  progress: bool = True) -> list[dict]:
     """Create and train the ``kind`` branches of ``config.level`` (a finished branch is skipped;
     a killed one resumes); then rewrite the search's summary."""
-
     from edgeticket.runs import FolderLock
 
     with FolderLock(root, "SEARCH_DIR"):  # one writer: not beside a running search or another branch

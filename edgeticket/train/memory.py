@@ -66,6 +66,10 @@ def available_bytes() -> int | None:
     return None
 
 
+def gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
 def free_bytes(device: torch.device) -> int | None:
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
@@ -81,9 +85,8 @@ def check_training_memory(model: nn.Module, input_size: tuple[int, int], batch: 
     total = int((weights + batch_bytes) * HEADROOM)
     free = free_bytes(device)
     if free is not None and total > free:
-        gib = 2 ** 30
         raise UserError(f"--batch-size {batch}: a training step at {input_size[0]}x{input_size[1]} would need about "
-                        f"{total / gib:.1f} GiB on {device.type} ({per * batch / gib:.1f} GiB of activations, "
-                        f"{weights / gib:.2f} GiB of weights, gradients and optimizer state) and "
-                        f"{free / gib:.1f} GiB is free; pass a smaller --batch-size.")
+                        f"{gib(total)} on {device.type} ({gib(per * batch)} of activations, "
+                        f"{weights / 2**30:.2f} GiB of weights, gradients and optimizer state) and "
+                        f"{gib(free)} is free; pass a smaller --batch-size.")
     return {"saved_per_image": per, "weights": weights, "total": total, "free": free}
