@@ -36,16 +36,18 @@ def saved_bytes_per_image(model: nn.Module, input_size: tuple[int, int], device:
         if t.data_ptr() not in own and ident not in seen:
             seen.add(ident)
             total[0] += t.numel() * t.element_size()
-        return None
+        return t  # kept (as autograd keeps it) until the forward's output goes: a freed tensor's address
+        # could be reused by the next one, which the (address, size) check would then skip
 
     buffers = {k: v.clone() for k, v in model.named_buffers()}
     was_training = model.training
     try:
         model.train()
         x = torch.zeros(1, 3, *input_size, device=device)
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None), \
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
                 torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            model(x)
+            out = model(x)
+        del out
     finally:
         with torch.no_grad():
             for k, v in model.named_buffers():
