@@ -1,16 +1,21 @@
-"""Val δ1 of latency-budgeted and uniform channel tickets at equal predicted speed-up (issue 24).
+"""Latency-budgeted vs uniform channel tickets on one schedule of predicted latencies (issue 24).
 
-Reads search folders made by (per seed s; the same flags otherwise, see BENCHMARKS.md):
+Per seed s, two searches that differ only in ``--allocation`` (same data, seed, schedule, training):
 
-    edgeticket search ... --criterion channel --rate 0.3 --seed s --levels 5 --target-speedup 2 --out DIR/b2_s
-    edgeticket search ... --criterion channel --rate 0.3 --seed s --levels 8 --target-speedup 4 --out DIR/b4_s
-    edgeticket search ... --criterion channel --rate 0.3 --seed s --levels 6 --out DIR/u_s
+    edgeticket search --data SYNTH --arch fcrn_resnet18 --pretrained none --input-size 96x128 --val-fraction 0.2 \\
+        --levels 5 --epochs 5 --batch-size 8 --optimizer adamw --lr 0.001 --decoder-lr-mult 1 \\
+        --criterion channel --rate 0.3 --target-speedup 4 --threads 1 --seed s \\
+        --allocation latency|uniform --out ROOT/{latency,uniform}_s{s}
 
-and, with the same latency cache (``$EDGETICKET_CACHE``), predicts every uniform level's latency
-with the model the budgeted searches used; for each target it takes the budgeted search's final
-level and the uniform level whose predicted speed-up is nearest, and prints both.
+Each level k asks both for the same predicted latency (1.43x, 2.04x, 2.92x, then the 4x target):
+``latency`` spends it by importance per millisecond (HALP-style), ``uniform`` by one channel
+fraction for every group. Optionally, a bench report of the exported levels (``--bench
+report.json``, models named ``{allocation}_s{s}_l{k}``) adds the measured speed-ups.
 
-    python benchmarks/budget_vs_uniform_delta1.py DIR --arch fcrn_resnet18 --size 96x128
+    python benchmarks/budget_vs_uniform_delta1.py ROOT [--bench BENCH/report.json]
+
+prints one row per seed and level, then per level the mean ± sample sd over seeds and the paired
+difference (latency - uniform).
 """
 
 from __future__ import annotations
@@ -20,57 +25,79 @@ import json
 import statistics
 from pathlib import Path
 
+ALLOCATIONS = ("latency", "uniform")
+
+
+def level_row(d: Path) -> dict:
+    met = json.loads((d / "metrics.json").read_text())
+    sp = json.loads((d / "sparsity.json").read_text())
+    return {"speedup": sp["predicted_speedup"], "gmacs": sp["macs"]["channel"] / 1e9,
+            "sparsity": sp["total"]["sparsity"], "val_delta1": met["val"]["delta1"], "val_rmse": met["val"]["rmse"],
+            "test_delta1": met["test"]["delta1"], "test_rmse": met["test"]["rmse"]}
+
+
+def _ms(xs: list[float], fmt: str) -> str:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "–"
+    if len(xs) == 1:
+        return format(xs[0], fmt)
+    return f"{format(statistics.mean(xs), fmt)} ± {format(statistics.stdev(xs), fmt)}"
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("root")
-    ap.add_argument("--arch", default="fcrn_resnet18")
-    ap.add_argument("--size", default="96x128")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--bench", help="a bench report.json of the exported levels")
     args = ap.parse_args()
-
-    from edgeticket.bench.latency_model import CALIBRATION_DENSITY, Timing, build_latency_model
-    from edgeticket.models.registry import build_model
-    from edgeticket.tickets.criteria.channel import prune_channels
-    from edgeticket.tickets.criteria.common import prunable_names, with_bn_entries
-    from edgeticket.tickets.groups import build_graph, channel_groups, prunable_groups
-    from edgeticket.tickets.imp import alive_widths
-    from edgeticket.tickets.mask import Mask
-
-    h, w = (int(v) for v in args.size.split("x"))
-    m = build_model(args.arch).eval()
-    scope = prunable_names(m)
-    groups = prunable_groups(channel_groups(m, build_graph(m)), set(scope))
-    init = with_bn_entries(Mask.ones(m, scope), groups)
-    cal = [alive_widths(m, prune_channels(m.state_dict(), init, groups, d, 8).mask, groups) for d in CALIBRATION_DENSITY]
-    lm = build_latency_model(m, (h, w), cal, Timing(), model_key=f"{args.arch}@{h}x{w}")
-    assert not lm.provenance["measured_now"], "use the latency cache the searches used"
     root = Path(args.root)
-
-    def level(d: Path) -> dict:
-        met = json.loads((d / "metrics.json").read_text())
-        sp = json.loads((d / "sparsity.json").read_text())
-        pred = lm.predict(alive_widths(m, Mask.load(d / "mask.pt"), groups))
-        return {"level": d.name, "speedup": lm.dense_ms / pred, "val_delta1": met["val"]["delta1"],
-                "test_delta1": met["test"]["delta1"], "gmacs": sp["macs"]["channel"] / 1e9}
-
-    rows = {}
-    for x in (2, 4):
-        for s in args.seeds.split(","):
-            b = level(sorted((root / f"b{x}_s{s}").glob("level_*"))[-1])
-            us = [level(d) for d in sorted((root / f"u_s{s}").glob("level_*"))]
-            u = min(us, key=lambda r: abs(r["speedup"] - b["speedup"]))
-            rows.setdefault(x, []).append((s, b, u))
-    print("| target | seed | budget level | predicted | GMACs | val δ1 | uniform level | predicted | GMACs | val δ1 |")
+    measured = {}
+    if args.bench:
+        for e in json.loads(Path(args.bench).read_text())["models"]:
+            v = e.get("vs_baseline") or {}
+            measured[e["name"]] = (v.get("speedup"), v.get("speedup_ci"))
+    rows: dict[tuple[str, int], dict] = {}  # (allocation, level) -> {seed: row}
+    seeds = args.seeds.split(",")
+    for a in ALLOCATIONS:
+        for s in seeds:
+            for d in sorted((root / f"{a}_s{s}").glob("level_*"))[1:]:
+                k = int(d.name.split("_")[1])
+                r = level_row(d)
+                r["measured"], r["measured_ci"] = measured.get(f"{a}_s{s}_l{k}", (None, None))
+                rows.setdefault((a, k), {})[s] = r
+    print("| level | seed | allocation | predicted | measured [95%] | GMACs | val δ1 | val rmse | test δ1 | test rmse |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for x, rs in rows.items():
-        for s, b, u in rs:
-            print(f"| {x}x | {s} | {b['level']} | {b['speedup']:.2f}x | {b['gmacs']:.3f} | {b['val_delta1']:.4f} | "
-                  f"{u['level']} | {u['speedup']:.2f}x | {u['gmacs']:.3f} | {u['val_delta1']:.4f} |")
-        bd = [b["val_delta1"] for _, b, _ in rs]
-        ud = [u["val_delta1"] for _, _, u in rs]
-        print(f"| {x}x | mean ± sd | | | | {statistics.mean(bd):.4f} ± {statistics.stdev(bd):.4f} | | | | "
-              f"{statistics.mean(ud):.4f} ± {statistics.stdev(ud):.4f} |")
+    levels = sorted({k for _, k in rows})
+    for k in levels:
+        for s in seeds:
+            for a in ALLOCATIONS:
+                r = rows.get((a, k), {}).get(s)
+                if r is None:
+                    continue
+                m = (f"{r['measured']:.2f}x [{r['measured_ci'][0]:.2f}, {r['measured_ci'][1]:.2f}]"
+                     if r["measured"] is not None else "–")
+                print(f"| {k} | {s} | {a} | {r['speedup']:.2f}x | {m} | {r['gmacs']:.3f} | {r['val_delta1']:.4f} | "
+                      f"{r['val_rmse']:.4f} | {r['test_delta1']:.4f} | {r['test_rmse']:.4f} |")
+    print()
+    print("| level | allocation | predicted | measured | GMACs | val δ1 | val rmse | test δ1 | test rmse |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for k in levels:
+        for a in ALLOCATIONS:
+            rs = list(rows.get((a, k), {}).values())
+            if not rs:
+                continue
+            col = {f: [r[f] for r in rs] for f in rs[0]}
+            print(f"| {k} | {a} | {_ms(col['speedup'], '.2f')}x | {_ms(col['measured'], '.2f')} | "
+                  f"{_ms(col['gmacs'], '.3f')} | {_ms(col['val_delta1'], '.4f')} | {_ms(col['val_rmse'], '.4f')} | "
+                  f"{_ms(col['test_delta1'], '.4f')} | {_ms(col['test_rmse'], '.4f')} |")
+        both = [s for s in seeds if s in rows.get(("latency", k), {}) and s in rows.get(("uniform", k), {})]
+        if both:
+            diff = {f: [rows[("latency", k)][s][f] - rows[("uniform", k)][s][f] for s in both]
+                    for f in ("gmacs", "val_delta1", "val_rmse", "test_delta1", "test_rmse")}
+            print(f"| {k} | latency - uniform (paired, n={len(both)}) | | | {_ms(diff['gmacs'], '+.3f')} | "
+                  f"{_ms(diff['val_delta1'], '+.4f')} | {_ms(diff['val_rmse'], '+.4f')} | "
+                  f"{_ms(diff['test_delta1'], '+.4f')} | {_ms(diff['test_rmse'], '+.4f')} |")
 
 
 if __name__ == "__main__":

@@ -7,51 +7,38 @@ independent computation without noise. The last test measures for real.
 
 from __future__ import annotations
 
+import fake_latency
 import pytest
 import torch
+from fake_latency import NS_PER_MAC
 from helpers import SIZE, tiny_search_config, tiny_train_config
 from typer.testing import CliRunner
 
 import edgeticket.bench.latency_model as LM
 from edgeticket.bench.latency_model import ConvShape, LatencyModel, Timing, conv_shapes, interp_conv
 from edgeticket.cli.app import app
+from edgeticket.models.adapt import layer_widths
 from edgeticket.models.macs import count_macs
 from edgeticket.models.registry import build_model, list_models
-from edgeticket.tickets.budget import LatencyBudget, prune_to_latency
+from edgeticket.tickets.budget import LatencyBudget, prune_to_latency, prune_uniform_to_latency
 from edgeticket.tickets.criteria.channel import prune_channels
-from edgeticket.tickets.criteria.common import channel_alive, prunable_names, with_bn_entries
+from edgeticket.tickets.criteria.common import (
+    channel_alive,
+    channel_scores,
+    prunable_names,
+    round_channels,
+    with_bn_entries,
+)
 from edgeticket.tickets.groups import build_graph, channel_groups, prunable_groups
 from edgeticket.tickets.imp import alive_widths
 from edgeticket.tickets.mask import Mask
-
-NS_PER_MAC = 1e-6  # the fake machine: 1 ms per million MACs
-
-
-def _conv_macs(s: ConvShape, cin: int, cout: int) -> float:
-    ho = (s.hw[0] + 2 * s.padding[0] - s.dilation[0] * (s.kernel[0] - 1) - 1) // s.stride[0] + 1
-    wo = (s.hw[1] + 2 * s.padding[1] - s.dilation[1] * (s.kernel[1] - 1) - 1) // s.stride[1] + 1
-    per = s.kernel[0] * s.kernel[1] * (1 if s.depthwise else cin)
-    return ho * wo * per * (cin if s.depthwise else cout)
 
 
 @pytest.fixture
 def fake_timing(monkeypatch, tmp_path):
     """ORT timing replaced by MACs: a conv's table entry is exactly its MACs; a model's time its conv MACs + 1 ms."""
     monkeypatch.setenv("EDGETICKET_CACHE", str(tmp_path / "cache"))
-
-    def measure_conv(s, timing):
-        ins, outs = s.grid()
-        outs = [0] if s.depthwise else outs
-        ms = [[_conv_macs(s, ci, ci if s.depthwise else co) * NS_PER_MAC for co in outs] for ci in ins]
-        return {"in": ins, "out": outs, "ms": ms, "call_ms": 0.0}
-
-    def time_models(model, size, widths_list, timing):
-        shapes = conv_shapes(model, size)
-        return [1.0 + sum(_conv_macs(s, *wd.get(n, (s.cin, s.cout))) for n, s in shapes.items()) * NS_PER_MAC
-                for wd in widths_list]
-
-    monkeypatch.setattr(LM, "measure_conv", measure_conv)
-    monkeypatch.setattr(LM, "_time_models", time_models)
+    fake_latency.install(monkeypatch.setattr)
 
 
 def _tiny():
@@ -116,12 +103,51 @@ def test_allocation_takes_the_cheapest_block_per_millisecond_first(fake_timing):
     assert [i for i, n in lost.items() if n] == [best] and lost[best] == 8
 
 
-@pytest.mark.parametrize("criterion", ["channel", "refill"])
-def test_budgeted_search_meets_each_level_target_and_stops(fake_timing, cache, tmp_path, criterion):
+def _predicted_by_macs(m, counts: dict[int, int], groups) -> float:
+    """The fake machine's latency of the model whose groups keep ``counts`` channels (independent of the table)."""
+    alive = {k: list(v) for k, v in layer_widths(m).items()}
+    for g in groups:
+        for p in g.producers + g.bns:
+            alive[p][1] = counts[g.index]
+            if p in g.bns:
+                alive[p][0] = counts[g.index]
+        for c in g.consumers:
+            alive[c][0] = counts[g.index]
+    _, per = count_macs(m, tuple(SIZE), {k: tuple(v) for k, v in alive.items()}, by_layer=True)
+    return 1.0 + sum(v for k, v in per.items() if isinstance(m.get_submodule(k), torch.nn.Conv2d)) * NS_PER_MAC
+
+
+def test_uniform_allocation_keeps_the_widest_shared_fraction_that_meets_the_target(fake_timing):
+    m, groups, init = _tiny()
+    budget = _budget(m, groups, init)
+    torch.manual_seed(0)
+    weights = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in m.state_dict().items()}
+    budget.target_ms = 0.5 * budget.predict(init)
+    res = prune_uniform_to_latency(weights, init, groups, budget, 8)
+    got = {g.index: int(channel_alive(res.mask, g).sum()) for g in groups}
+    # independent: scan the shared fraction on a grid finer than any width step, widest first
+    expect = None
+    for i in range(2000, -1, -1):
+        counts = {g.index: round_channels(g.channels * i / 2000, 8, g.channels) for g in groups}
+        if _predicted_by_macs(m, counts, groups) <= budget.target_ms:
+            expect = counts
+            break
+    assert got == expect
+    assert budget.predict(res.mask) <= budget.target_ms
+    for g in groups:  # each group keeps its best channels by L1
+        scores = channel_scores(weights, init, g)
+        kept = channel_alive(res.mask, g)
+        if 0 < int(kept.sum()) < g.channels:
+            assert float(scores[kept].min()) >= float(scores[~kept].max()), g.name
+
+
+@pytest.mark.parametrize(("criterion", "allocation"), [("channel", "latency"), ("refill", "latency"),
+                                                       ("channel", "uniform")])
+def test_budgeted_search_meets_each_level_target_and_stops(fake_timing, cache, tmp_path, criterion, allocation):
     from edgeticket.fsio import read_json
     from edgeticket.tickets.imp import search
 
-    cfg = tiny_search_config(criterion=criterion, levels=8, rate=0.3, target_speedup=2.0,
+    cfg = tiny_search_config(criterion=criterion, levels=8, rate=0.3, target_speedup=2.0, allocation=allocation,
                              train=tiny_train_config(epochs=1))
     out = tmp_path / "s"
     summary = search(cache, out, cfg, device="cpu", progress=False)
@@ -134,6 +160,7 @@ def test_budgeted_search_meets_each_level_target_and_stops(fake_timing, cache, t
     assert reps[-1]["predicted_latency_ms"] <= final + 1e-9
     assert all(r["predicted_latency_ms"] > final for r in reps[:-1])  # it stopped at the first level that met it
     assert len(levels) < 8
+    assert {r["allocation"] for r in reps} == {allocation}
     assert summary["target"]["reached"] and summary["target"]["level"] == len(levels) - 1
     assert "reached at level" in (out / "summary.md").read_text()
     for d in levels[1:]:  # whole channels: every producer filter is all kept or all pruned
@@ -158,6 +185,9 @@ def test_unreachable_and_misplaced_targets_exit_2_before_writing(fake_timing, ca
     res = r.invoke(app, base + ["--out", str(out), "--criterion", "channel", "--target-speedup", "2",
                                 "--target-latency", "3"])
     assert res.exit_code == 2 and "not both" in res.output
+    res = r.invoke(app, base + ["--out", str(out), "--criterion", "channel", "--allocation", "uniform"])
+    assert res.exit_code == 2 and "--allocation" in res.output and "--target-speedup" in res.output, res.output
+    assert not out.exists()
 
 
 def test_table_is_cached_with_provenance(fake_timing, tmp_path):
@@ -236,3 +266,50 @@ def test_allocation_meets_a_target_on_every_architecture(fake_timing, arch):
     for g in groups:
         n = int(channel_alive(res.mask, g).sum())
         assert n == g.channels or n % 8 == 0 and n >= min(8, g.channels), (g.name, n)
+
+
+@pytest.mark.slow
+def test_torchrun_rank_0_measures_the_table_and_every_rank_searches_with_it(fake_timing, cache, tmp_path,
+                                                                             monkeypatch):
+    """Two CPU processes (gloo): rank 0 times the table, rank 1 times nothing and receives the same model;
+    both stop at the same level (a rank that stopped elsewhere would hang the other), the target met."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from edgeticket import paths
+
+    lat = tmp_path / "lat"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGETICKET_CACHE": str(lat)}
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    out = tmp_path / "s"
+    args = ["search", "--data", str(cache), "--arch", "fcrn_tiny", "--pretrained", "none", "--levels", "8",
+            "--epochs", "1", "--criterion", "channel", "--rate", "0.3", "--target-speedup", "2", "--batch-size", "4",
+            "--optimizer", "adamw", "--lr", "0.001", "--decoder-lr-mult", "1", "--device", "cpu", "--quiet",
+            "--out", str(out)]
+    torchrun = Path(sys.executable).parent / "torchrun"
+    r = subprocess.run([str(torchrun), "--nproc_per_node", "2", str(Path(__file__).parent / "ranked_search.py"),
+                        str(rec), *args], capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r0, r1 = (json.loads((rec / f"rank{k}.json").read_text()) for k in (0, 1))
+    assert r0["timed"] > 0 and r1["timed"] == 0
+    assert r1 == {**r0, "timed": 0}  # the same table, fit and dense latency on both ranks
+    levels = sorted(out.glob("level_*"))
+    reps = [json.loads((d / paths.SPARSITY).read_text()) for d in levels]
+    final = reps[0]["predicted_latency_ms"] / 2
+    assert reps[-1]["predicted_latency_ms"] <= final + 1e-9 < min(x["predicted_latency_ms"] for x in reps[:-1])
+    assert json.loads((out / paths.SUMMARY_JSON).read_text())["target"]["reached"]
+    # the figures rank 0 wrote come from the broadcast table: the cached table predicts them again
+    monkeypatch.setenv("EDGETICKET_CACHE", str(lat))
+    m, groups, init = _tiny()
+    h, w = json.loads((out / paths.SEARCH).read_text())["config"]["data"]["input_size"]
+    cal = [alive_widths(m, prune_channels(m.state_dict(), init, groups, d, 8).mask, groups)
+           for d in LM.CALIBRATION_DENSITY]
+    lm = LM.build_latency_model(m, (h, w), cal, Timing(), model_key=f"fcrn_tiny@{h}x{w}")
+    assert not lm.provenance["measured_now"]
+    budget = LatencyBudget(lm, lambda mask: alive_widths(m, mask, groups))
+    for d, rep in zip(levels, reps, strict=True):
+        assert budget.predict(Mask.load(d / paths.MASK)) == pytest.approx(rep["predicted_latency_ms"], rel=1e-9)

@@ -11,6 +11,11 @@ consumers (input width). The block with the smallest cost per millisecond goes f
 until the prediction meets the level's target; no group goes below ``min(round_to, channels)``.
 NetAdapt (Yang et al. 2018) and HALP (Shen et al. 2022) solve the same problem with measured
 latency; HALP's knapsack is replaced by the greedy ratio, which is its LP relaxation's order.
+
+``--allocation uniform`` is the control: the same schedule of predicted latencies, met by one
+channel fraction shared by every group (each keeps ``round(channels * f)``, rounded to
+``round_to``, its best by the same score), the largest ``f`` whose prediction meets the level's
+target, by bisection. The two then differ only in how the channels are allocated.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from edgeticket.tickets.criteria.common import (
     PruneResult,
     channel_alive,
     channel_scores,
+    keep_fraction,
     set_channels,
     with_bn_entries,
 )
@@ -40,6 +46,7 @@ class LatencyBudget:
     model: object  # edgeticket.bench.latency_model.LatencyModel
     widths: Callable[[Mask], Widths]  # {conv: (in alive, out alive)} once a mask's dead channels are gone
     target_ms: float = 0.0
+    allocation: str = "latency"  # latency (importance per ms saved) or uniform (one fraction for every group)
 
     def predict(self, mask: Mask) -> float:
         return self.model.predict(self.widths(mask))
@@ -66,9 +73,54 @@ def _step(n: int, round_to: int) -> int:
     return n % round_to or round_to
 
 
+_BISECTIONS = 30
+
+Scores = Callable[[Mask, ChannelGroup], torch.Tensor]
+
+
+def prune_within_budget(weights: dict[str, torch.Tensor], mask: Mask, groups: list[ChannelGroup],
+                        budget: LatencyBudget, round_to: int, scores: Scores | None = None) -> PruneResult:
+    """The next mask of a budgeted level, by the budget's allocation (``latency`` or ``uniform``)."""
+    if budget.allocation == "uniform":
+        return prune_uniform_to_latency(weights, mask, groups, budget, round_to, scores)
+    return prune_to_latency(weights, mask, groups, budget, round_to, scores)
+
+
+def prune_uniform_to_latency(weights: dict[str, torch.Tensor], mask: Mask, groups: list[ChannelGroup],
+                             budget: LatencyBudget, round_to: int, scores: Scores | None = None) -> PruneResult:
+    """The next mask: every group keeps the same fraction ``f`` of its channels (its best by ``scores``),
+    the largest ``f`` whose predicted latency meets ``budget.target_ms``."""
+    out = with_bn_entries(mask, groups)
+    scores = scores or (lambda m, g: channel_scores(weights, m, g))
+    alive = [channel_alive(out, g) for g in groups]
+    ranked = [scores(out, g) for g in groups]
+
+    def with_fraction(f: float) -> Mask:
+        m = Mask(out)
+        for g, a, s in zip(groups, alive, ranked, strict=True):
+            set_channels(m, g, keep_fraction(g, a, s, f, round_to))
+        return m
+
+    target, notes = budget.target_ms, []
+    if budget.predict(with_fraction(1.0)) <= target:
+        return PruneResult(with_fraction(1.0), notes)
+    lo, hi = 0.0, 1.0  # predict(lo) <= target < predict(hi), unless even the floors miss it
+    fastest = budget.predict(with_fraction(lo))
+    if fastest > target:
+        notes.append(f"every group is at its floor; the prediction stays at {fastest:.2f} ms "
+                     f"(target {target:.2f} ms)")
+    else:
+        for _ in range(_BISECTIONS):
+            mid = (lo + hi) / 2
+            if budget.predict(with_fraction(mid)) <= target:
+                lo = mid
+            else:
+                hi = mid
+    return PruneResult(with_fraction(lo), notes)
+
+
 def prune_to_latency(weights: dict[str, torch.Tensor], mask: Mask, groups: list[ChannelGroup],
-                     budget: LatencyBudget, round_to: int,
-                     scores: Callable[[Mask, ChannelGroup], torch.Tensor] | None = None) -> PruneResult:
+                     budget: LatencyBudget, round_to: int, scores: Scores | None = None) -> PruneResult:
     """The next mask: whole channels removed, cheapest importance per predicted ms first, to ``budget.target_ms``.
 
     ``scores(mask, group)`` is the importance of a group's channels: by default the channel

@@ -13,6 +13,7 @@ from edgeticket.train.config import TrainConfig
 _PANEL = "Search"
 _BUDGET = "Latency budget"
 SCOPES = ("encoder", "decoder", "all")
+ALLOCATIONS = ("latency", "uniform")  # tickets.budget: prune_to_latency, prune_uniform_to_latency
 
 
 def _criteria() -> tuple[str, ...]:
@@ -51,6 +52,10 @@ class SearchConfig(Hparams):
                                           low_open=True, high=1e6, panel=_BUDGET)
     target_latency: float | None = hfield(None, help="Channel searches: prune to a predicted latency in milliseconds "
                                           "(as --target-speedup).", low=0, low_open=True, high=1e7, panel=_BUDGET)
+    allocation: str = hfield("latency", help="How a budgeted level removes channels: latency (importance per "
+                             "predicted millisecond saved, HALP-style) or uniform (one fraction of every group, the "
+                             "largest that meets the level's predicted latency: the control).",
+                             choices=ALLOCATIONS, panel=_BUDGET)
     latency_provider: str = hfield("cpu", help="ONNX Runtime provider the latency table is measured with.",
                                    choices=("cpu", "cuda"), panel=_BUDGET)
     threads: int | None = hfield(None, help="Intra-op threads of the latency table (default: physical cores, as "
@@ -71,6 +76,9 @@ class SearchConfig(Hparams):
             name = "target_speedup" if self.target_speedup is not None else "target_latency"
             raise FieldError(name, getattr(self, name), f"a latency target takes a channel criterion "
                              f"(--criterion {' or '.join(criterion_names(structured=True))}), not {self.criterion}")
+        if self.allocation != "latency" and not self.budgeted:
+            raise FieldError("allocation", self.allocation, "an allocation takes a latency target (--target-speedup "
+                             "or --target-latency); without one a channel search is uniform by density")
         if self.rewind.kind == "epoch" and self.rewind.k >= self.train.epochs:
             raise FieldError("rewind", self.rewind, f"level 0 trains {self.train.epochs} epochs; choose a rewind "
                              "point inside that (or raise --epochs)")

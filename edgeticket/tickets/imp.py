@@ -155,7 +155,8 @@ def level_target_ms(ctx: SearchContext, prev_mask: Mask) -> float:
 def latency_figures(ctx: SearchContext, mask: Mask) -> dict:
     pred, lm = ctx.budget.predict(mask), ctx.budget.model
     return {"predicted_latency_ms": pred, "predicted_speedup": lm.dense_ms / pred if pred > 0 else None,
-            "target_latency_ms": final_target_ms(ctx), "latency_model": lm.provenance}
+            "target_latency_ms": final_target_ms(ctx), "allocation": ctx.budget.allocation,
+            "latency_model": lm.provenance}
 
 
 def open_budget(ctx: SearchContext) -> LatencyBudget:
@@ -176,7 +177,7 @@ def open_budget(ctx: SearchContext) -> LatencyBudget:
         lm = build_latency_model(probe, size, calibration, Timing(cfg.latency_provider, cfg.threads),
                                  model_key=f"{cfg.model.arch}@{size[0]}x{size[1]}", remeasure=cfg.remeasure,
                                  progress=ctx.progress)
-    budget = LatencyBudget(D.broadcast_object(lm), widths)
+    budget = LatencyBudget(D.broadcast_object(lm), widths, allocation=cfg.allocation)
     fastest = budget.model.predict(floor_widths(budget, ctx.initial_mask(), groups, cfg.round_to))
     if fastest > final_target_ms(ctx, budget):
         name = "target_speedup" if cfg.target_speedup is not None else "target_latency"

@@ -19,9 +19,8 @@ from edgeticket.tickets.criteria.common import (
     PruneResult,
     channel_alive,
     channel_scores,
-    round_channels,
+    keep_fraction,
     set_channels,
-    stable_topk_mask,
     with_bn_entries,
 )
 from edgeticket.tickets.groups import ChannelGroup
@@ -65,12 +64,10 @@ def prune_channels(weights: dict[str, torch.Tensor], mask: Mask, groups: list[Ch
     density is as close to ``density`` as the widths allow."""
     out, notes = with_bn_entries(mask, groups), []
     alive = [channel_alive(out, g) for g in groups]
-    scores = [torch.where(a, channel_scores(weights, out, g), torch.full((g.channels,), -1.0, dtype=torch.float64))
-              for g, a in zip(groups, alive, strict=True)]
+    scores = [channel_scores(weights, out, g) for g in groups]
 
     def keeps(f: float) -> list[torch.Tensor]:
-        return [stable_topk_mask(s, min(int(a.sum()), round_channels(g.channels * f, round_to, g.channels)))
-                for g, a, s in zip(groups, alive, scores, strict=True)]
+        return [keep_fraction(g, a, s, f, round_to) for g, a, s in zip(groups, alive, scores, strict=True)]
 
     counter = _EffectiveCounter(out, groups)
     target = density * counter.total
@@ -101,7 +98,7 @@ class ChannelL1(Criterion):
 
     def prune(self, weights, mask: Mask, density: float, ctx: PruneContext) -> PruneResult:
         if ctx.latency is not None:
-            from edgeticket.tickets.budget import prune_to_latency
+            from edgeticket.tickets.budget import prune_within_budget
 
-            return prune_to_latency(weights, mask, ctx.groups, ctx.latency, ctx.round_to)
+            return prune_within_budget(weights, mask, ctx.groups, ctx.latency, ctx.round_to)
         return prune_channels(weights, mask, ctx.groups, density, ctx.round_to)

@@ -60,6 +60,13 @@ def round_channels(n: float, round_to: int, total: int) -> int:
     return max(floor, int(round(n / round_to)) * round_to) if round_to > 1 else max(1, int(round(n)))
 
 
+def keep_fraction(group: ChannelGroup, alive: torch.Tensor, scores: torch.Tensor, f: float, round_to: int) -> torch.Tensor:
+    """A group's best ``round(channels * f)`` channels by ``scores`` (rounded to ``round_to``, at least its
+    floor), never more than are ``alive``, and never a dead one."""
+    ranked = torch.where(alive, scores.double(), torch.full((group.channels,), -1.0, dtype=torch.float64))
+    return stable_topk_mask(ranked, min(int(alive.sum()), round_channels(group.channels * f, round_to, group.channels)))
+
+
 def channel_alive(mask: Mask, group: ChannelGroup) -> torch.Tensor:
     """A channel is alive when any producer keeps any weight of it."""
     alive = torch.zeros(group.channels, dtype=torch.bool)

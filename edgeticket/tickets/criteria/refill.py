@@ -72,10 +72,10 @@ class Refill(Criterion):
     def prune(self, weights, mask: Mask, density: float, ctx: PruneContext) -> PruneResult:
         res = magnitude_global(weights, mask, density)
         if ctx.latency is not None:  # a latency budget: the survivor counts are the channels' importance
-            from edgeticket.tickets.budget import prune_to_latency
+            from edgeticket.tickets.budget import prune_within_budget
 
             def survivors(_m: Mask, g: ChannelGroup) -> torch.Tensor:
                 return sum(res.mask[w].flatten(1).sum(dim=1) for w in g.weight_names())
 
-            return prune_to_latency(weights, mask, ctx.groups, ctx.latency, ctx.round_to, scores=survivors)
+            return prune_within_budget(weights, mask, ctx.groups, ctx.latency, ctx.round_to, scores=survivors)
         return PruneResult(refill(res.mask, ctx.groups, ctx.round_to, before=mask), res.notes)
