@@ -42,7 +42,7 @@ def _ms(xs: list[float], fmt: str) -> str:
         return "–"
     if len(xs) == 1:
         return format(xs[0], fmt)
-    return f"{format(statistics.mean(xs), fmt)} ± {format(statistics.stdev(xs), fmt)}"
+    return f"{format(statistics.mean(xs), fmt)} ± {format(statistics.stdev(xs), fmt.lstrip('+'))}"
 
 
 def main() -> None:
@@ -61,14 +61,14 @@ def main() -> None:
     seeds = args.seeds.split(",")
     for a in ALLOCATIONS:
         for s in seeds:
-            for d in sorted((root / f"{a}_s{s}").glob("level_*"))[1:]:
+            for d in sorted((root / f"{a}_s{s}").glob("level_*")):
                 k = int(d.name.split("_")[1])
                 r = level_row(d)
                 r["measured"], r["measured_ci"] = measured.get(f"{a}_s{s}_l{k}", (None, None))
                 rows.setdefault((a, k), {})[s] = r
     print("| level | seed | allocation | predicted | measured [95%] | GMACs | val δ1 | val rmse | test δ1 | test rmse |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    levels = sorted({k for _, k in rows})
+    levels = sorted({k for _, k in rows} - {0})
     for k in levels:
         for s in seeds:
             for a in ALLOCATIONS:
@@ -82,7 +82,7 @@ def main() -> None:
     print()
     print("| level | allocation | predicted | measured | GMACs | val δ1 | val rmse | test δ1 | test rmse |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for k in levels:
+    for k in [0, *levels]:
         for a in ALLOCATIONS:
             rs = list(rows.get((a, k), {}).values())
             if not rs:
