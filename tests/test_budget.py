@@ -217,7 +217,8 @@ def test_target_speedup_2_export_is_measured_faster_and_shows_its_prediction(syn
     The issue's figure (>= 1.8x) depends on the machine, so it is a benchmark
     (``benchmarks/target_speedup_acceptance.py``), not this test: on the Xeon of BENCHMARKS.md it measured
     1.97x and 1.95x; on a 2-core AMD EPYC, less (BENCHMARKS.md). Here the ticket must be faster beyond
-    noise (interval above 1) and by at least 1.3x, which every run on either machine has been."""
+    noise (interval above 1) and by at least 1.3x. One thread: with two, that machine's narrowest R18 at
+    96x128 ran 7.5 ms against 13.5 ms dense (thread sync on tiny convs), so 2x was refused as unreachable."""
     from edgeticket.data.config import DataConfig
     from edgeticket.data.prepare import prepare
     from edgeticket.fsio import read_json
@@ -229,7 +230,7 @@ def test_target_speedup_2_export_is_measured_faster_and_shows_its_prediction(syn
     res = r.invoke(app, ["search", "--data", str(data), "--out", str(out), "--arch", "fcrn_resnet18",
                          "--pretrained", "none", "--epochs", "1", "--batch-size", "8", "--device", "cpu",
                          "--criterion", "channel", "--rate", "0.3", "--levels", "5", "--target-speedup", "2",
-                         "--quiet"])
+                         "--threads", "1", "--quiet"])
     assert res.exit_code == 0, res.output
     assert "reached at level" in res.output
     last = sorted(out.glob("level_*"))[-1]
@@ -238,7 +239,7 @@ def test_target_speedup_2_export_is_measured_faster_and_shows_its_prediction(syn
         assert res.exit_code == 0, res.output
     res = r.invoke(app, ["bench", str(tmp_path / "ticket" / "model.onnx"), "--baseline",
                          str(tmp_path / "dense" / "model.onnx"), "--data", str(synth_dir), "--out",
-                         str(tmp_path / "b"), "--limit", "2", "--runs", "30", "--quiet"])
+                         str(tmp_path / "b"), "--limit", "2", "--runs", "30", "--threads", "1", "--quiet"])
     assert res.exit_code == 0, res.output
     report = read_json(tmp_path / "b" / "report.json")
     ticket = next(e for e in report["models"] if not e["baseline"])
