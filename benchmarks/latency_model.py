@@ -33,7 +33,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from edgeticket.bench.latency import alternating_pools, interleaved
-    from edgeticket.bench.latency_model import CALIBRATION_DENSITY, Timing, build_latency_model
+    from edgeticket.bench.latency_model import Timing
     from edgeticket.export.fold import fold_batchnorm
     from edgeticket.export.onnx_export import export_onnx, ort_session
     from edgeticket.models.adapt import adapt_widths
@@ -43,7 +43,7 @@ def main() -> None:
     from edgeticket.tickets.criteria.channel import prune_channels
     from edgeticket.tickets.criteria.common import prunable_names, with_bn_entries
     from edgeticket.tickets.groups import build_graph, channel_groups, prunable_groups
-    from edgeticket.tickets.imp import alive_widths
+    from edgeticket.tickets.imp import alive_widths, latency_model_for
     from edgeticket.tickets.mask import Mask
 
     h, w = (int(v) for v in args.size.split("x"))
@@ -52,11 +52,9 @@ def main() -> None:
     scope = prunable_names(m)
     groups = prunable_groups(channel_groups(m, build_graph(m)), set(scope))
     init = with_bn_entries(Mask.ones(m, scope), groups)
-    cal = [alive_widths(m, prune_channels(m.state_dict(), init, groups, d, 8).mask, groups) for d in CALIBRATION_DENSITY]
     timing = Timing(threads=args.threads)
     t0 = time.perf_counter()
-    lm = build_latency_model(m, (h, w), cal, timing, model_key=f"{args.arch}@{h}x{w}",
-                             remeasure=args.remeasure, progress=True)
+    lm = latency_model_for(m, groups, init, (h, w), timing, arch=args.arch, remeasure=args.remeasure, progress=True)
     build_s = time.perf_counter() - t0
     budget = LatencyBudget(lm, lambda mk: alive_widths(m, mk, groups))
     weights = m.state_dict()

@@ -14,7 +14,6 @@ from fake_latency import NS_PER_MAC
 from helpers import SIZE, tiny_search_config, tiny_train_config
 from typer.testing import CliRunner
 
-import edgeticket.bench.latency_model as LM
 from edgeticket.bench.latency_model import ConvShape, LatencyModel, Timing, conv_shapes, interp_conv
 from edgeticket.cli.app import app
 from edgeticket.models.adapt import layer_widths
@@ -30,7 +29,7 @@ from edgeticket.tickets.criteria.common import (
     with_bn_entries,
 )
 from edgeticket.tickets.groups import build_graph, channel_groups, prunable_groups
-from edgeticket.tickets.imp import alive_widths
+from edgeticket.tickets.imp import alive_widths, latency_model_for
 from edgeticket.tickets.mask import Mask
 
 
@@ -49,9 +48,7 @@ def _tiny():
 
 
 def _budget(m, groups, init) -> LatencyBudget:
-    cal = [alive_widths(m, prune_channels(m.state_dict(), init, groups, d, 8).mask, groups)
-           for d in LM.CALIBRATION_DENSITY]
-    lm = LM.build_latency_model(m, tuple(SIZE), cal, Timing(threads=1), model_key="tiny")
+    lm = latency_model_for(m, groups, init, tuple(SIZE), Timing(threads=1), arch="fcrn_tiny")
     return LatencyBudget(lm, lambda mask: alive_widths(m, mask, groups))
 
 
@@ -259,9 +256,7 @@ def test_allocation_meets_a_target_on_every_architecture(fake_timing, arch):
     scope = prunable_names(m)
     groups = prunable_groups(channel_groups(m, build_graph(m)), set(scope))
     init = with_bn_entries(Mask.ones(m, scope), groups)
-    cal = [alive_widths(m, prune_channels(m.state_dict(), init, groups, d, 8).mask, groups)
-           for d in LM.CALIBRATION_DENSITY]
-    lm = LM.build_latency_model(m, tuple(SIZE), cal, Timing(threads=1), model_key=arch)
+    lm = latency_model_for(m, groups, init, tuple(SIZE), Timing(threads=1), arch=arch)
     budget = LatencyBudget(lm, lambda mask: alive_widths(m, mask, groups))
     budget.target_ms = 0.6 * budget.predict(init)
     res = prune_to_latency(m.state_dict(), init, groups, budget, 8)
@@ -309,9 +304,7 @@ def test_torchrun_rank_0_measures_the_table_and_every_rank_searches_with_it(fake
     monkeypatch.setenv("EDGETICKET_CACHE", str(lat))
     m, groups, init = _tiny()
     h, w = json.loads((out / paths.SEARCH).read_text())["config"]["data"]["input_size"]
-    cal = [alive_widths(m, prune_channels(m.state_dict(), init, groups, d, 8).mask, groups)
-           for d in LM.CALIBRATION_DENSITY]
-    lm = LM.build_latency_model(m, (h, w), cal, Timing(), model_key=f"fcrn_tiny@{h}x{w}")
+    lm = latency_model_for(m, groups, init, (h, w), Timing(), arch="fcrn_tiny")  # the search's cache key
     assert not lm.provenance["measured_now"]
     budget = LatencyBudget(lm, lambda mask: alive_widths(m, mask, groups))
     for d, rep in zip(levels, reps, strict=True):

@@ -159,10 +159,22 @@ def latency_figures(ctx: SearchContext, mask: Mask) -> dict:
             "latency_model": lm.provenance}
 
 
+def latency_model_for(probe: nn.Module, groups: list[ChannelGroup], initial: Mask, size: tuple[int, int], timing,
+                      *, arch: str, round_to: int = 8, remeasure: bool = False, progress: bool = False):
+    """The latency model of ``arch`` at ``size`` (``bench.latency_model``), calibrated on uniform channel
+    tickets of ``probe`` at ``CALIBRATION_DENSITY``; measured, or read from the cache under ``arch@HxW``."""
+    from edgeticket.bench.latency_model import CALIBRATION_DENSITY, build_latency_model
+    from edgeticket.tickets.criteria.channel import prune_channels
+
+    calibration = [alive_widths(probe, prune_channels(probe.state_dict(), initial, groups, d, round_to).mask, groups)
+                   for d in CALIBRATION_DENSITY]
+    return build_latency_model(probe, size, calibration, timing, model_key=f"{arch}@{size[0]}x{size[1]}",
+                               remeasure=remeasure, progress=progress)
+
+
 def open_budget(ctx: SearchContext) -> LatencyBudget:
     """The latency table for this model (measured on rank 0, or read from the cache) and the widths of a mask."""
-    from edgeticket.bench.latency_model import CALIBRATION_DENSITY, Timing, build_latency_model
-    from edgeticket.tickets.criteria.channel import prune_channels
+    from edgeticket.bench.latency_model import Timing
 
     cfg, probe, groups = ctx.cfg, ctx.probe, ctx.groups
 
@@ -171,12 +183,9 @@ def open_budget(ctx: SearchContext) -> LatencyBudget:
 
     lm = None
     if D.current().is_main:
-        calibration = [widths(prune_channels(probe.state_dict(), ctx.initial_mask(), groups, d, cfg.round_to).mask)
-                       for d in CALIBRATION_DENSITY]
-        size = tuple(cfg.data.input_size)
-        lm = build_latency_model(probe, size, calibration, Timing(cfg.latency_provider, cfg.threads),
-                                 model_key=f"{cfg.model.arch}@{size[0]}x{size[1]}", remeasure=cfg.remeasure,
-                                 progress=ctx.progress)
+        lm = latency_model_for(probe, groups, ctx.initial_mask(), tuple(cfg.data.input_size),
+                               Timing(cfg.latency_provider, cfg.threads), arch=cfg.model.arch,
+                               round_to=cfg.round_to, remeasure=cfg.remeasure, progress=ctx.progress)
     budget = LatencyBudget(D.broadcast_object(lm), widths, allocation=cfg.allocation)
     fastest = budget.model.predict(floor_widths(budget, ctx.initial_mask(), groups, cfg.round_to))
     if fastest > final_target_ms(ctx, budget):
