@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from edgeticket.bench.latency_model import ConvShape, LatencyModel, Timing, conv_shapes, interp_conv
 from edgeticket.cli.app import app
-from edgeticket.models.adapt import layer_widths
+from edgeticket.models.adapt import adapt_widths, layer_widths
 from edgeticket.models.macs import count_macs
 from edgeticket.models.registry import build_model, list_models
 from edgeticket.tickets.budget import LatencyBudget, prune_to_latency, prune_uniform_to_latency
@@ -264,6 +264,8 @@ def test_allocation_meets_a_target_on_every_architecture(fake_timing, arch):
     for g in groups:
         n = int(channel_alive(res.mask, g).sum())
         assert n == g.channels or n % 8 == 0 and n >= min(8, g.channels), (g.name, n)
+    wd = alive_widths(m, res.mask, groups)  # widths a model can be built at (the calibration exports them)
+    adapt_widths(build_model(arch), {k: list(v) for k, v in wd.items()})
 
 
 @pytest.mark.slow

@@ -69,6 +69,9 @@ def alive_widths(model: nn.Module, mask: Mask, groups: list[ChannelGroup]) -> di
                 alive[p][0] = n
         for c in g.consumers:
             alive[c][0] = n
+    for name, mod in model.named_modules():  # a depthwise conv's input channels are its output channels
+        if isinstance(mod, nn.Conv2d) and mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels:
+            alive[name][0] = alive[name][1]
     return {k: (v[0], v[1]) for k, v in alive.items()}
 
 
