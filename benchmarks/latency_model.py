@@ -11,6 +11,7 @@ time them all in interleaved rounds. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -29,6 +30,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--remeasure", action="store_true")
     ap.add_argument("--targets", default="2,4", help="predicted speed-ups of the budgeted (and matched uniform) tickets")
+    ap.add_argument("--in-graph", action="store_true", help="probe each group in the whole graph and fit its factor")
+    ap.add_argument("--compare-uncorrected", action="store_true",
+                    help="also time budgeted tickets allocated by the table without the in-graph factors")
     ap.add_argument("--out", default="runs/latency_model")
     args = ap.parse_args()
 
@@ -54,14 +58,23 @@ def main() -> None:
     init = with_bn_entries(Mask.ones(m, scope), groups)
     timing = Timing(threads=args.threads)
     t0 = time.perf_counter()
-    lm = latency_model_for(m, groups, init, (h, w), timing, arch=args.arch, remeasure=args.remeasure, progress=True)
+    lm = latency_model_for(m, groups, init, (h, w), timing, arch=args.arch, in_graph=args.in_graph,
+                           remeasure=args.remeasure, progress=True)
     build_s = time.perf_counter() - t0
     budget = LatencyBudget(lm, lambda mk: alive_widths(m, mk, groups))
+    # the same table without the probes' in-graph factors (a, b, p as fitted to the table alone)
+    un = lm.provenance["fit"].get("uncorrected", {"a": lm.a, "b": lm.b, "p": lm.p})
+    plain_lm = dataclasses.replace(lm, a=un["a"], b=un["b"], p=un["p"], factors={})
+    plain_lm.dense_ms = plain_lm.predict()
+    plain = LatencyBudget(plain_lm, lambda mk: alive_widths(m, mk, groups))
     weights = m.state_dict()
     cases = {"dense": init}
     for x in (float(v) for v in args.targets.split(",")):
         budget.target_ms = lm.dense_ms / x
         cases[f"budget {x:g}x"] = prune_to_latency(weights, init, groups, budget, 8).mask
+        if args.compare_uncorrected and lm.factors:
+            plain.target_ms = plain_lm.dense_ms / x
+            cases[f"budget {x:g}x, table only"] = prune_to_latency(weights, init, groups, plain, 8).mask
         # the uniform channel ticket (every group at one fraction) with the same predicted latency, by bisection
         lo, hi = 0.01, 1.0
         for _ in range(30):
@@ -79,7 +92,7 @@ def main() -> None:
         mm = fold_batchnorm(adapt_widths(build_model(args.arch), {k: list(v) for k, v in wd.items()}).eval())
         files[name] = tmp / (name.replace(" ", "_") + ".onnx")
         export_onnx(mm, files[name], (h, w), {})
-        preds[name] = budget.predict(mask)
+        preds[name] = (budget.predict(mask), plain.predict(mask))
         macs[name] = count_macs(m, (h, w), wd)
     # timed as the bench times: two sessions per model made in alternating turns, ABBA rounds
     names = list(files)
@@ -92,17 +105,24 @@ def main() -> None:
     print(f"\n{args.arch} at {h}x{w}, {timing.resolved_threads()} threads; table {'measured' if lm.provenance['measured_now'] else 'cached'} "
           f"in {build_s:.1f} s; fit a={lm.a:.2f} ms, b={lm.b:.4g}, p={lm.p:.3f}; "
           f"calibration errors {', '.join(f'{e:+.1%}' for e in lm.provenance['fit']['fit_error'])}")
-    print("| model | GMACs | predicted ms | measured p50 ms | p10-p90 | error | predicted speed-up | measured speed-up |")
-    print("|---|---|---|---|---|---|---|---|")
+    if lm.factors:
+        fs = sorted(lm.factors.values())
+        print(f"in-graph factors of {len(fs)} groups: min {fs[0]:.2f}, median {statistics.median(fs):.2f}, max {fs[-1]:.2f}; "
+              f"table alone: a={un['a']:.2f} ms, b={un['b']:.4g}, p={un['p']:.3f}")
+    print("| model | GMACs | predicted ms | measured p50 ms | p10-p90 | error | table-only error | predicted speed-up "
+          "| measured speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for k in cases:
         t = sorted(times[k])
         p50 = statistics.median(t)
         p10, p90 = t[len(t) // 10], t[(len(t) * 9) // 10]
-        err = preds[k] / p50 - 1
-        rows.append({"model": k, "macs": macs[k], "predicted_ms": preds[k], "p50_ms": p50, "p10_ms": p10, "p90_ms": p90, "error": err,
-                     "predicted_speedup": lm.dense_ms / preds[k], "measured_speedup": dense_meas / p50})
-        print(f"| {k} | {macs[k] / 1e9:.3f} | {preds[k]:.2f} | {p50:.2f} | {p10:.2f}-{p90:.2f} | {err:+.1%} | {lm.dense_ms / preds[k]:.2f}x | "
-              f"{dense_meas / p50:.2f}x |")
+        pred, pred_plain = preds[k]
+        err = pred / p50 - 1
+        rows.append({"model": k, "macs": macs[k], "predicted_ms": pred, "predicted_table_only_ms": pred_plain,
+                     "p50_ms": p50, "p10_ms": p10, "p90_ms": p90, "error": err, "table_only_error": pred_plain / p50 - 1,
+                     "predicted_speedup": lm.dense_ms / pred, "measured_speedup": dense_meas / p50})
+        print(f"| {k} | {macs[k] / 1e9:.3f} | {pred:.2f} | {p50:.2f} | {p10:.2f}-{p90:.2f} | {err:+.1%} | "
+              f"{pred_plain / p50 - 1:+.1%} | {lm.dense_ms / pred:.2f}x | {dense_meas / p50:.2f}x |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.arch}_{h}x{w}.json").write_text(json.dumps({"build_s": build_s, "provenance": lm.provenance,

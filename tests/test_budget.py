@@ -14,7 +14,14 @@ from fake_latency import NS_PER_MAC
 from helpers import SIZE, tiny_search_config, tiny_train_config
 from typer.testing import CliRunner
 
-from edgeticket.bench.latency_model import ConvShape, LatencyModel, Timing, conv_shapes, interp_conv
+from edgeticket.bench.latency_model import (
+    CALIBRATION_DENSITY,
+    ConvShape,
+    LatencyModel,
+    Timing,
+    conv_shapes,
+    interp_conv,
+)
 from edgeticket.cli.app import app
 from edgeticket.models.adapt import adapt_widths, layer_widths
 from edgeticket.models.macs import count_macs
@@ -26,6 +33,7 @@ from edgeticket.tickets.criteria.common import (
     channel_scores,
     prunable_names,
     round_channels,
+    set_channels,
     with_bn_entries,
 )
 from edgeticket.tickets.groups import build_graph, channel_groups, prunable_groups
@@ -47,8 +55,8 @@ def _tiny():
     return m, groups, with_bn_entries(Mask.ones(m, scope), groups)
 
 
-def _budget(m, groups, init) -> LatencyBudget:
-    lm = latency_model_for(m, groups, init, tuple(SIZE), Timing(threads=1), arch="fcrn_tiny")
+def _budget(m, groups, init, in_graph: bool = False) -> LatencyBudget:
+    lm = latency_model_for(m, groups, init, tuple(SIZE), Timing(threads=1), arch="fcrn_tiny", in_graph=in_graph)
     return LatencyBudget(lm, lambda mask: alive_widths(m, mask, groups))
 
 
@@ -256,9 +264,12 @@ def test_allocation_meets_a_target_on_every_architecture(fake_timing, arch):
     scope = prunable_names(m)
     groups = prunable_groups(channel_groups(m, build_graph(m)), set(scope))
     init = with_bn_entries(Mask.ones(m, scope), groups)
-    lm = latency_model_for(m, groups, init, tuple(SIZE), Timing(threads=1), arch=arch)
+    lm = latency_model_for(m, groups, init, tuple(SIZE), Timing(threads=1), arch=arch, in_graph=True)
     budget = LatencyBudget(lm, lambda mask: alive_widths(m, mask, groups))
     budget.target_ms = 0.6 * budget.predict(init)
+    # the fake machine costs a model its conv MACs + 1 ms, as the table does: the fit is exact, every factor 1
+    assert max(abs(e) for e in lm.provenance["fit"]["fit_error"]) < 1e-6
+    assert all(abs(c - 1.0) < 1e-6 for c in lm.factors.values()) and len(lm.factors) == len(groups)
     res = prune_to_latency(m.state_dict(), init, groups, budget, 8)
     assert budget.predict(res.mask) <= budget.target_ms
     for g in groups:
@@ -311,3 +322,78 @@ def test_torchrun_rank_0_measures_the_table_and_every_rank_searches_with_it(fake
     budget = LatencyBudget(lm, lambda mask: alive_widths(m, mask, groups))
     for d, rep in zip(levels, reps, strict=True):
         assert budget.predict(Mask.load(d / paths.MASK)) == pytest.approx(rep["predicted_latency_ms"], rel=1e-9)
+
+
+def _one_block_savings(m, groups, in_graph=None) -> dict[str, float]:
+    """The fake machine's saving when one group alone loses its last 8 channels (independent of the table)."""
+    init = with_bn_entries(Mask.ones(m, prunable_names(m)), groups)
+    dense, out = fake_latency.model_ms(m, tuple(SIZE), {}, in_graph), {}
+    for g in groups:
+        if g.channels <= 8:
+            continue
+        trial = Mask(init)
+        keep = torch.ones(g.channels, dtype=torch.bool)
+        keep[g.channels - 8:] = False
+        set_channels(trial, g, keep)
+        out[g.name] = dense - fake_latency.model_ms(m, tuple(SIZE), alive_widths(m, trial, groups), in_graph)
+    return out
+
+
+def test_in_graph_factors_are_measured_per_group_and_steer_the_allocation(monkeypatch, tmp_path):
+    """A machine on which the group the table calls cheapest to cut saves only 0.3x its MACs inside the model,
+    and another 1.8x: the probes recover both factors, the prediction of tickets narrowing every group at once
+    matches the machine, and the allocation follows the machine's savings, not the table's."""
+    monkeypatch.setenv("EDGETICKET_CACHE", str(tmp_path / "cache"))
+    m, groups, init = _tiny()
+    by_table = _one_block_savings(m, groups)
+    first, *rest = sorted(by_table, key=by_table.get, reverse=True)
+    planted = {first: 0.3, rest[-1]: 1.8}
+    fake_latency.install(monkeypatch.setattr, in_graph=planted)
+    budget = _budget(m, groups, init, in_graph=True)
+    lm = budget.model
+    # the fit trades a little between a, b, p and the factors (a factor's prior pulls it towards 1): what
+    # must hold is the prediction, below; the factors are the machine's to within 0.02
+    for g in groups:
+        assert lm.factor(g.name) == pytest.approx(planted.get(g.name, 1.0), abs=0.02), g.name
+    assert (lm.a, lm.b, lm.p) == pytest.approx((1.0, 1.0, 1.0), rel=0.05)
+    assert max(abs(e) for e in lm.provenance["fit"]["fit_error"]) < 1e-3
+    assert max(abs(e) for e in lm.provenance["fit"]["probe_error"].values()) < 1e-3
+    assert set(lm.provenance["fit"]["probes"]) == {g.name for g in groups}
+    torch.manual_seed(0)
+    weights = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in m.state_dict().items()}
+    for density in (0.6, 0.25):
+        mask = prune_channels(weights, init, groups, density, 8).mask
+        assert budget.predict(mask) == pytest.approx(
+            fake_latency.model_ms(m, tuple(SIZE), alive_widths(m, mask, groups), planted), rel=5e-3)
+
+    saved = _one_block_savings(m, groups, planted)
+    assert max(saved, key=saved.get) != first  # the planted factor changes the choice
+    budget.target_ms = budget.predict(init) - 1e-9  # one block is enough
+    ones = {k: torch.ones_like(v) for k, v in m.state_dict().items()}  # every channel equally important
+    res = prune_to_latency(ones, init, groups, budget, 8)
+    lost = [g.name for g in groups if int(channel_alive(res.mask, g).sum()) < g.channels]
+    assert lost == [max(saved, key=saved.get)]
+
+
+def test_a_probe_inside_its_noise_leaves_its_factor_near_1(monkeypatch, tmp_path):
+    """Each measurement counts by its own standard error: the same planted probe, recorded as timed to 0.2%
+    and to 20%, moves its factor to the machine's value in the first case and hardly in the second, once the
+    calibration points (which see the factor too) are recorded as noisy as well."""
+    from edgeticket.bench.latency_model import _fit
+
+    monkeypatch.setenv("EDGETICKET_CACHE", str(tmp_path / "cache"))
+    m, groups, init = _tiny()
+    by_table = _one_block_savings(m, groups)
+    planted = max(by_table, key=by_table.get)
+    fake_latency.install(monkeypatch.setattr, in_graph={planted: 0.3})
+    lm = _budget(m, groups, init, in_graph=True).model
+    fit = lm.provenance["fit"]
+    clean = lm.factor(planted)
+    assert clean == pytest.approx(0.3, abs=0.02)
+    calibration = [alive_widths(m, prune_channels(m.state_dict(), init, groups, d, 8).mask, groups)
+                   for d in CALIBRATION_DENSITY]
+    probes = {g: dict(r) for g, r in fit["probes"].items()}
+    probes[planted]["ratio_se"] = 0.2
+    _fit(lm, [{}, *calibration], fit["measured_ms"], probes, [0.2] * len(fit["measured_ms"]))
+    assert abs(lm.factor(planted) - 1.0) < 0.5 * abs(clean - 1.0)
+    assert all(abs(lm.factor(g) - 1.0) < 0.02 for g in probes if g != planted)

@@ -23,6 +23,11 @@ measures (same provider, threads and graph optimisation):
    4.9% (BENCHMARKS.md). The dense latency that speed-ups are stated against is the fit's own dense value, so
    that a predicted speed-up is a ratio of two predictions.
 
+3. **In-graph factors (opt-in).** Given ``probes`` (one per prunable group: the dense model with
+   only that group at ``PROBE_FRACTION`` of its channels), each probe is timed beside a dense copy
+   and a factor per group is fitted with ``a, b, p`` (``_fit``): how much of the table's saving of
+   that group the whole graph gives. Off for searches until it is shown to help (BENCHMARKS.md).
+
 The table is cached per machine (CPU model), onnxruntime version, provider, threads and
 optimisation level under the user's cache folder (``$EDGETICKET_CACHE`` or
 ``$XDG_CACHE_HOME/edgeticket``), one JSON file with its provenance; ``remeasure=True``
@@ -36,7 +41,7 @@ import json
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +52,15 @@ from edgeticket.fsio import write_json
 
 GRID = (0.125, 0.25, 0.5, 0.75, 1.0)
 TABLE_VERSION = 2
-FIT_VERSION = 2  # a + b * sum ** p through five uniform widths (1: a + b * sum through dense and half)
+FIT_VERSION = 3  # 3: with in-graph group factors; 2: a + b * sum ** p through five uniform widths; 1: through two
 SLOW_MS, SLOW_BUDGET_MS = 10.0, 150.0
 CALIBRATION_DENSITY = (0.6, 0.3, 0.12, 0.04)  # effective densities of the calibration models, besides dense
 P_RANGE = (0.7, 1.6)
+PROBE_FRACTION = 0.25  # a group's probe keeps this fraction of its channels, everything else dense
+PROBE_BATCH = 8  # probes timed together with one dense copy (memory: two sessions per model)
+FACTOR_RANGE = (0.05, 4.0)  # an in-graph factor is clipped to this (a probe measured slower than dense: noise)
+FACTOR_PRIOR = 0.5  # a factor's prior spread around 1: where a probe is within its noise, the factor stays near 1
+SE_FLOOR = 0.002  # the relative error a timing is trusted to, at best (a calibration point's, a probe's least)
 
 
 @dataclass(frozen=True)
@@ -223,9 +233,26 @@ def _interp1(xs: list[int], ys: np.ndarray, x: float) -> float:
 
 # -- the model ---------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class GroupProbe:
+    """A prunable channel group as the latency model sees it: the convs whose output (producers) and
+    input (consumers) widths are its channels, and the widths of its probe (the dense model with only
+    this group narrowed to ``PROBE_FRACTION``, as compaction would leave it)."""
+
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    widths: dict[str, tuple[int, int]]
+
+
 @dataclass
 class LatencyModel:
-    """Predicted milliseconds of a model whose convs have given widths: ``a + b * sum(table) ** p``."""
+    """Predicted milliseconds of a model whose convs have given widths: ``a + b * S ** p``.
+
+    ``S`` is the table's sum over convs, with each group's saving scaled by its in-graph factor:
+    ``S = sum(table) + sum_g (1 - c_g) * saving_g``, where ``saving_g`` is what the table says
+    the group's convs save at the current widths against the group at full width. With only one
+    group narrowed, ``S`` is the dense sum less ``c_g`` times the table's saving.
+    """
 
     shapes: dict[str, ConvShape]
     table: dict[str, dict]
@@ -234,6 +261,8 @@ class LatencyModel:
     dense_ms: float
     provenance: dict
     p: float = 1.0
+    groups: dict[str, GroupProbe] = field(default_factory=dict)
+    factors: dict[str, float] = field(default_factory=dict)  # c_g: measured in-graph saving / the table's
 
     def conv_ms(self, name: str, cin: int, cout: int) -> float:
         s = self.shapes[name]
@@ -242,11 +271,36 @@ class LatencyModel:
         return interp_conv(self.table[s.key], cin, cout, s.depthwise)
 
     def conv_sum(self, widths: dict[str, tuple[int, int]] | None = None) -> float:
+        """The table's sum over convs, uncorrected."""
         widths = widths or {}
         return sum(self.conv_ms(n, *widths.get(n, (s.cin, s.cout))) for n, s in self.shapes.items())
 
+    def group_saving(self, name: str, widths: dict[str, tuple[int, int]]) -> float:
+        """The table's milliseconds that group ``name`` saves at ``widths``, against the group at full width."""
+        g, saved = self.groups[name], 0.0
+        for k in set(g.producers) | set(g.consumers):
+            s = self.shapes.get(k)
+            if s is None:
+                continue
+            cin, cout = widths.get(k, (s.cin, s.cout))
+            full_in = s.cin if k in g.consumers or s.depthwise else cin  # a depthwise conv's in is its out
+            full_out = s.cout if k in g.producers or s.depthwise else cout
+            saved += self.conv_ms(k, full_in, full_out) - self.conv_ms(k, cin, cout)
+        return saved
+
+    def corrected_sum(self, widths: dict[str, tuple[int, int]] | None = None) -> float:
+        widths = widths or {}
+        total = self.conv_sum(widths)
+        for name, c in self.factors.items():
+            if c != 1.0:
+                total += (1.0 - c) * self.group_saving(name, widths)
+        return total
+
     def predict(self, widths: dict[str, tuple[int, int]] | None = None) -> float:
-        return self.a + self.b * self.conv_sum(widths) ** self.p
+        return self.a + self.b * max(self.corrected_sum(widths), 0.0) ** self.p
+
+    def factor(self, name: str) -> float:
+        return self.factors.get(name, 1.0)
 
     @property
     def dense_predicted(self) -> float:
@@ -305,15 +359,17 @@ def fit_latency(sums: list[float], ms: list[float]) -> tuple[float, float, float
 
 
 def build_latency_model(model: nn.Module, input_size: tuple[int, int], calibration: list[dict[str, tuple[int, int]]],
-                        timing: Timing | None = None, *, model_key: str, remeasure: bool = False,
-                        progress: bool = False) -> LatencyModel:
-    """Measure (or read from the cache) the table for ``model`` at ``input_size`` and fit ``a, b, p``.
+                        timing: Timing | None = None, *, model_key: str, probes: dict[str, GroupProbe] | None = None,
+                        remeasure: bool = False, progress: bool = False) -> LatencyModel:
+    """Measure (or read from the cache) the table for ``model`` at ``input_size`` and fit ``a, b, p``
+    and, given ``probes``, each group's in-graph factor.
 
     ``calibration`` holds the alive widths of the model at each of ``CALIBRATION_DENSITY`` (the
-    calibration points besides the dense model); ``model_key`` names the architecture and input
-    size in the cache.
+    calibration points besides the dense model); ``probes`` one ``GroupProbe`` per prunable group,
+    by group name; ``model_key`` names the architecture and input size in the cache.
     """
     timing = timing or Timing()
+    probes = probes or {}
     shapes = conv_shapes(model, input_size)
     path = cache_file(timing)
     data = {} if remeasure else _read_cache(path)
@@ -325,23 +381,40 @@ def build_latency_model(model: nn.Module, input_size: tuple[int, int], calibrati
             print(f"  latency table: {s.key} ({i + 1}/{len(todo)})", flush=True)
         table[s.key] = measure_conv(s, timing)
     old = fits.get(model_key, {})
-    if remeasure or todo or old.get("fit_version") != FIT_VERSION or len(old.get("measured_ms", [])) != len(calibration) + 1:
+    fresh = remeasure or bool(todo) or old.get("fit_version") != FIT_VERSION
+    measured_any = bool(todo)
+    if fresh or len(old.get("measured_ms", [])) != len(calibration) + 1 or "measured_se" not in old:
+        measured_any = True
         if progress:
             print(f"  latency calibration: the dense model and {len(calibration)} narrower ones", flush=True)
-        fits[model_key] = {"fit_version": FIT_VERSION, "measured_ms": _time_models(model, input_size, [{}, *calibration],
-                                                                                     timing)}
+        samples = _time_samples(model, input_size, [{}, *calibration], timing)
+        old = {"fit_version": FIT_VERSION, "measured_ms": [float(np.median(t)) for t in samples],
+               "measured_se": [_relative_se(t) for t in samples]}
+    old_probes = {} if fresh else old.get("probes", {})
+    wanted = {g: _narrowed(pr.widths, shapes) for g, pr in probes.items()}
+    if probes and {g: r.get("narrowed") for g, r in old_probes.items()} != wanted:
+        measured_any = True
+        old_probes = _time_probes(model, input_size, probes, timing, progress)
+    fits[model_key] = {**old, "probes": old_probes}  # kept when not asked for, for the next model that is
+    old_probes = old_probes if probes else {}
     built_s = time.perf_counter() - t0
-    lm = LatencyModel(shapes, table, 0.0, 1.0, fits[model_key]["measured_ms"][0], {})
-    sums = [lm.conv_sum(w) for w in [{}, *calibration]]
-    measured = fits[model_key]["measured_ms"]
-    lm.a, lm.b, lm.p = fit_latency(sums, measured)
+    lm = LatencyModel(shapes, table, 0.0, 1.0, fits[model_key]["measured_ms"][0], {},
+                      groups=dict(probes), factors={})
+    plain = _fit(lm, [{}, *calibration], fits[model_key]["measured_ms"], old_probes,
+                 fits[model_key].get("measured_se"))
     lm.dense_ms = lm.predict()
-    fits[model_key].update(a=lm.a, b=lm.b, p=lm.p, conv_sums=sums, density=[1.0, *CALIBRATION_DENSITY[:len(calibration)]],
-                           fit_error=[lm.predict(w) / t - 1 for w, t in zip([{}, *calibration], measured, strict=True)])
+    measured = fits[model_key]["measured_ms"]
+    fits[model_key].update(
+        a=lm.a, b=lm.b, p=lm.p, conv_sums=[lm.corrected_sum(w) for w in [{}, *calibration]],
+        density=[1.0, *CALIBRATION_DENSITY[:len(calibration)]],
+        fit_error=[lm.predict(w) / t - 1 for w, t in zip([{}, *calibration], measured, strict=True)],
+        factors=dict(lm.factors), uncorrected=dict(zip("abp", plain, strict=True)),
+        probe_error={g: lm.predict(probes[g].widths) / (r["measured_ms"] / r["dense_ms"] * lm.dense_ms) - 1
+                     for g, r in old_probes.items()})
     prov = machine_provenance(timing)
-    if todo or remeasure or "measured_s" not in fits[model_key]:
+    if measured_any or "measured_s" not in fits[model_key]:
         fits[model_key]["measured_s"] = round(built_s, 2)
-    lm.provenance = {**prov, "cache": str(path), "model": model_key, "measured_now": bool(todo) or remeasure,
+    lm.provenance = {**prov, "cache": str(path), "model": model_key, "measured_now": measured_any,
                      "build_s": round(built_s, 2), "fit": fits[model_key]}
     try:
         write_json(path, {"provenance": {**prov, "date": time.strftime("%Y-%m-%d")}, "convs": table, "models": fits})
@@ -350,10 +423,97 @@ def build_latency_model(model: nn.Module, input_size: tuple[int, int], calibrati
     return lm
 
 
+def _fit(lm: LatencyModel, widths: list[dict], measured: list[float], probes: dict[str, dict],
+         measured_se: list[float] | None = None) -> tuple[float, float, float]:
+    """Fit ``a, b, p`` through the calibration points and, given probes, every group's factor with them;
+    returns the ``a, b, p`` of the table alone (no factors), for the record.
+
+    Without probes this is ``fit_latency``. With them, one least-squares problem holds both kinds of
+    measurement: each calibration point's relative error, and each probe's error against the ratio
+    it measured beside its dense copy (``t_g / t_d`` of the dense prediction), each divided by its
+    own standard error across rounds (at least ``SE_FLOOR``), so that a measurement inside the
+    timing noise says little. (Weighting the calibration points at ``SE_FLOOR`` whatever their
+    noise let twenty factors bend to fit five noisy points: factors at both bounds, and a
+    budgeted 2x ticket measured at 1.32x; BENCHMARKS.md.) A prior ``(c_g - 1) / FACTOR_PRIOR`` pulls each factor towards
+    1 where its probe cannot tell. Everything the residuals need of the table is computed once:
+    the uncorrected sums and each group's table saving at each point, so a point's corrected sum
+    is ``K + Q @ (1 - c)``. Fitting ``a, b, p`` and the factors in turns instead stalls (on the
+    fake machine of the tests: every factor 0.72 and ``p`` at its bound).
+    """
+    lm.factors = {}
+    lm.a, lm.b, lm.p = plain = fit_latency([max(1e-9, lm.conv_sum(w)) for w in widths], measured)
+    if not probes:
+        return plain
+    from scipy.optimize import least_squares
+
+    names = sorted(probes)
+    points = [*widths, *(lm.groups[g].widths for g in names)]
+    K = np.array([lm.conv_sum(w) for w in points])
+    Q = np.array([[lm.group_saving(g, w) for g in names] for w in points])
+    t = np.asarray(measured, np.float64)
+    ratio = np.array([probes[g]["measured_ms"] / probes[g]["dense_ms"] for g in names])
+    se = np.maximum(np.array([probes[g].get("ratio_se", 0.0) for g in names]), SE_FLOOR)
+    n = len(widths)
+    cal_se = np.maximum(np.asarray(measured_se if measured_se and len(measured_se) == n else [0.0] * n), SE_FLOOR)
+
+    def residuals(x):
+        a, b, p, c = x[0], x[1], x[2], x[3:]
+        pred = a + b * np.maximum(K + Q @ (1.0 - c), 1e-9) ** p
+        cal = (pred[:n] / t - 1.0) / cal_se
+        probe = (pred[n:] / (ratio * pred[0]) - 1.0) / se
+        return np.concatenate([cal, probe, (c - 1.0) / FACTOR_PRIOR])
+
+    x0 = np.array([lm.a, lm.b, lm.p, *np.ones(len(names))])
+    lo = np.array([0.0, 1e-6, P_RANGE[0], *np.full(len(names), FACTOR_RANGE[0])])
+    hi = np.array([np.inf, np.inf, P_RANGE[1], *np.full(len(names), FACTOR_RANGE[1])])
+    x = least_squares(residuals, np.clip(x0, lo, hi), bounds=(lo, hi), x_scale="jac", xtol=1e-12, ftol=1e-12,
+                      gtol=1e-12, max_nfev=2000).x
+    lm.a, lm.b, lm.p = float(x[0]), float(x[1]), float(x[2])
+    lm.factors = {g: float(c) for g, c in zip(names, x[3:], strict=True)}
+    return plain
+
+
+def _time_probes(model: nn.Module, input_size: tuple[int, int], probes: dict[str, GroupProbe], timing: Timing,
+                 progress: bool) -> dict[str, dict]:
+    """Each probe's p50 beside a dense copy timed in the same interleaved rounds, ``PROBE_BATCH`` at a time,
+    and the standard error of their ratio across rounds."""
+    names, out = sorted(probes), {}
+    for i in range(0, len(names), PROBE_BATCH):
+        batch = names[i:i + PROBE_BATCH]
+        if progress:
+            print(f"  latency probes: groups {i + 1}-{i + len(batch)} of {len(names)}, each narrowed alone", flush=True)
+        dense, *rest = _time_samples(model, input_size, [{}, *(probes[g].widths for g in batch)], timing)
+        for g, t in zip(batch, rest, strict=True):
+            out[g] = {"measured_ms": float(np.median(t)), "dense_ms": float(np.median(dense)),
+                      "ratio_se": _relative_se(t, dense),
+                      "narrowed": _narrowed(probes[g].widths, conv_shapes(model, input_size))}
+    return out
+
+
+def _relative_se(t: np.ndarray, reference: np.ndarray | None = None) -> float:
+    """The standard error, relative, of a p50 (or of its ratio to ``reference``'s, timed in the same rounds),
+    from the spread of the per-round medians."""
+    r = np.median(t, axis=1) if reference is None else np.median(t, axis=1) / np.median(reference, axis=1)
+    logs = np.log(r)
+    return float(np.std(logs, ddof=1) / np.sqrt(len(logs))) if len(logs) > 1 else 0.0
+
+
+def _narrowed(widths: dict[str, tuple[int, int]], shapes: dict[str, ConvShape]) -> dict[str, list]:
+    """The convs a probe narrows, with their widths (what its cache entry must match)."""
+    return {k: list(v) for k, v in sorted(widths.items()) if k in shapes and tuple(v) != (shapes[k].cin, shapes[k].cout)}
+
+
 def _time_models(model: nn.Module, input_size: tuple[int, int], widths: list[dict[str, tuple[int, int]]],
-                 timing: Timing, rounds: int = 6) -> list[float]:
+                 timing: Timing) -> list[float]:
+    """The p50 of each of ``_time_samples``."""
+    return [float(np.median(t)) for t in _time_samples(model, input_size, widths, timing)]
+
+
+def _time_samples(model: nn.Module, input_size: tuple[int, int], widths: list[dict[str, tuple[int, int]]],
+                  timing: Timing, rounds: int = 6) -> list[np.ndarray]:
     """Export copies of ``model`` at each of ``widths`` (random weights, BN folded, as export leaves them) and
-    time them as the bench does (``bench.latency.interleaved``: two sessions each, ABBA rounds); the p50 of each."""
+    time them as the bench does (``bench.latency.interleaved``: two sessions each, ABBA rounds); each one's
+    times in ms, one row per round."""
     import copy
     import tempfile
 
@@ -374,4 +534,4 @@ def _time_models(model: nn.Module, input_size: tuple[int, int], widths: list[dic
                                                                        timing.ort_provider(), timing.opt_level))
     times = interleaved([(p, input_size) for p in pools], 1, rounds, rounds * max(1, timing.runs // 3),
                         timing.warmup)
-    return [float(np.median(t)) for t in times]
+    return times

@@ -167,7 +167,7 @@ def prune_to_latency(weights: dict[str, torch.Tensor], mask: Mask, groups: list[
         if k - step < group_floor(g, round_to):
             return None
         new = with_width(g, k - step)
-        saved = lm.b * sum(conv_ms(c, widths) - conv_ms(c, new) for c in convs[g.index])
+        saved = lm.b * lm.factor(g.name) * sum(conv_ms(c, widths) - conv_ms(c, new) for c in convs[g.index])
         r = removed[g.index]
         cost = sum(norm[g.index][i] for i in order[g.index][r:r + step])
         return cost, saved, step

@@ -163,16 +163,40 @@ def latency_figures(ctx: SearchContext, mask: Mask) -> dict:
 
 
 def latency_model_for(probe: nn.Module, groups: list[ChannelGroup], initial: Mask, size: tuple[int, int], timing,
-                      *, arch: str, round_to: int = 8, remeasure: bool = False, progress: bool = False):
+                      *, arch: str, round_to: int = 8, in_graph: bool = False, remeasure: bool = False,
+                      progress: bool = False):
     """The latency model of ``arch`` at ``size`` (``bench.latency_model``), calibrated on uniform channel
-    tickets of ``probe`` at ``CALIBRATION_DENSITY``; measured, or read from the cache under ``arch@HxW``."""
-    from edgeticket.bench.latency_model import CALIBRATION_DENSITY, build_latency_model
-    from edgeticket.tickets.criteria.channel import prune_channels
+    tickets of ``probe`` at ``CALIBRATION_DENSITY``; measured, or read from the cache under ``arch@HxW``.
 
-    calibration = [alive_widths(probe, prune_channels(probe.state_dict(), initial, groups, d, round_to).mask, groups)
+    ``in_graph=True`` also times one probe per group (that group alone at ``PROBE_FRACTION`` of its
+    channels) and fits each group's in-graph factor; off by default, as on a noisy 2-core machine the
+    probes' noise outweighs what they correct (BENCHMARKS.md, "In-graph group factors").
+    """
+    from edgeticket.bench.latency_model import (
+        CALIBRATION_DENSITY,
+        PROBE_FRACTION,
+        GroupProbe,
+        build_latency_model,
+    )
+    from edgeticket.tickets.criteria.channel import prune_channels
+    from edgeticket.tickets.criteria.common import (
+        channel_alive,
+        keep_fraction,
+        set_channels,
+        with_bn_entries,
+    )
+
+    weights = probe.state_dict()
+    calibration = [alive_widths(probe, prune_channels(weights, initial, groups, d, round_to).mask, groups)
                    for d in CALIBRATION_DENSITY]
+    probes, base = {}, with_bn_entries(initial, groups)
+    for g in groups if in_graph else []:
+        m = Mask(base)
+        alive = channel_alive(m, g)
+        set_channels(m, g, keep_fraction(g, alive, alive.double(), PROBE_FRACTION, round_to))
+        probes[g.name] = GroupProbe(tuple(g.producers), tuple(g.consumers), alive_widths(probe, m, groups))
     return build_latency_model(probe, size, calibration, timing, model_key=f"{arch}@{size[0]}x{size[1]}",
-                               remeasure=remeasure, progress=progress)
+                               probes=probes, remeasure=remeasure, progress=progress)
 
 
 def open_budget(ctx: SearchContext) -> LatencyBudget:
