@@ -69,10 +69,6 @@ def time_samples_with(in_graph: dict[str, float] | None):
     return time_samples
 
 
-def time_models(model, size, widths_list, timing):
-    return [float(t[0, 0]) for t in time_samples_with(None)(model, size, widths_list, timing)]
-
-
 def install(setattr_=setattr, on_call=None, in_graph: dict[str, float] | None = None) -> None:
     """Replace ONNX Runtime's timing in ``edgeticket.bench.latency_model`` (``on_call()`` runs on each use)."""
 

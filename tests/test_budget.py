@@ -90,17 +90,7 @@ def test_allocation_takes_the_cheapest_block_per_millisecond_first(fake_timing):
     weights = {k: torch.ones_like(v) for k, v in m.state_dict().items()}  # every channel equally important
     dense = budget.predict(init)
     # independent: the saving of removing 8 channels of each group alone
-    savings = {}
-    for g in groups:
-        if g.channels <= 8:
-            continue
-        trial = Mask(init)
-        keep = torch.ones(g.channels, dtype=torch.bool)
-        keep[g.channels - 8:] = False
-        from edgeticket.tickets.criteria.common import set_channels
-
-        set_channels(trial, g, keep)
-        savings[g.index] = dense - budget.predict(trial)
+    savings = {g.index: dense - budget.predict(trial) for g, trial in _one_block_masks(init, groups)}
     best = max(savings, key=savings.get)
     budget.target_ms = dense - 1e-9  # one block is enough
     res = prune_to_latency(weights, init, groups, budget, 8)
@@ -324,10 +314,8 @@ def test_torchrun_rank_0_measures_the_table_and_every_rank_searches_with_it(fake
         assert budget.predict(Mask.load(d / paths.MASK)) == pytest.approx(rep["predicted_latency_ms"], rel=1e-9)
 
 
-def _one_block_savings(m, groups, in_graph=None) -> dict[str, float]:
-    """The fake machine's saving when one group alone loses its last 8 channels (independent of the table)."""
-    init = with_bn_entries(Mask.ones(m, prunable_names(m)), groups)
-    dense, out = fake_latency.model_ms(m, tuple(SIZE), {}, in_graph), {}
+def _one_block_masks(init, groups):
+    """``(group, mask)`` for each group of more than 8 channels: ``init`` with that group alone less its last 8."""
     for g in groups:
         if g.channels <= 8:
             continue
@@ -335,8 +323,15 @@ def _one_block_savings(m, groups, in_graph=None) -> dict[str, float]:
         keep = torch.ones(g.channels, dtype=torch.bool)
         keep[g.channels - 8:] = False
         set_channels(trial, g, keep)
-        out[g.name] = dense - fake_latency.model_ms(m, tuple(SIZE), alive_widths(m, trial, groups), in_graph)
-    return out
+        yield g, trial
+
+
+def _one_block_savings(m, groups, in_graph=None) -> dict[str, float]:
+    """The fake machine's saving when one group alone loses its last 8 channels (independent of the table)."""
+    init = with_bn_entries(Mask.ones(m, prunable_names(m)), groups)
+    dense = fake_latency.model_ms(m, tuple(SIZE), {}, in_graph)
+    return {g.name: dense - fake_latency.model_ms(m, tuple(SIZE), alive_widths(m, trial, groups), in_graph)
+            for g, trial in _one_block_masks(init, groups)}
 
 
 def test_in_graph_factors_are_measured_per_group_and_steer_the_allocation(monkeypatch, tmp_path):

@@ -503,12 +503,6 @@ def _narrowed(widths: dict[str, tuple[int, int]], shapes: dict[str, ConvShape]) 
     return {k: list(v) for k, v in sorted(widths.items()) if k in shapes and tuple(v) != (shapes[k].cin, shapes[k].cout)}
 
 
-def _time_models(model: nn.Module, input_size: tuple[int, int], widths: list[dict[str, tuple[int, int]]],
-                 timing: Timing) -> list[float]:
-    """The p50 of each of ``_time_samples``."""
-    return [float(np.median(t)) for t in _time_samples(model, input_size, widths, timing)]
-
-
 def _time_samples(model: nn.Module, input_size: tuple[int, int], widths: list[dict[str, tuple[int, int]]],
                   timing: Timing, rounds: int = 6) -> list[np.ndarray]:
     """Export copies of ``model`` at each of ``widths`` (random weights, BN folded, as export leaves them) and
