@@ -19,6 +19,7 @@ LAST = "last.pt"  # the resumable training state
 FINAL = "final.pt"  # the weights at the end of training (pruning is judged on these)
 REWIND = "rewind.pt"  # weights at the late-rewinding point (epoch:K / step:K)
 SPARSITY = "sparsity.json"
+LATENCY_CHECK = "latency_check.json"  # a budgeted level's measurement beside the dense model, written with its mask
 SEARCH = "search.json"  # the search's settings, written once
 START = "start.pt"  # the weights a search's level 0 starts from (pretrained, or a seeded random init)
 INIT = "init.pt"  # a seeded random initialisation, the rewind point for --rewind init

@@ -58,14 +58,14 @@ def _groups(model):
 
 def time_samples_with(in_graph: dict[str, float] | None):
     """The fake ``_time_samples``: every round of every model at its MAC latency (no noise)."""
-    def time_samples(model, size, widths_list, timing):
+    def time_samples(model, size, widths_list, timing, rounds=6):
         import copy
 
         from edgeticket.models.adapt import adapt_widths
 
         for wd in widths_list:  # as the real timing exports them: widths a model must be buildable at
             adapt_widths(copy.deepcopy(model), {k: list(v) for k, v in wd.items()})
-        return [np.full((3, 2), model_ms(model, size, wd, in_graph)) for wd in widths_list]
+        return [np.full((rounds, 2), model_ms(model, size, wd, in_graph)) for wd in widths_list]
     return time_samples
 
 

@@ -7,6 +7,8 @@ independent computation without noise. The last test measures for real.
 
 from __future__ import annotations
 
+import math
+
 import fake_latency
 import pytest
 import torch
@@ -112,6 +114,41 @@ def _predicted_by_macs(m, counts: dict[int, int], groups) -> float:
     return 1.0 + sum(v for k, v in per.items() if isinstance(m.get_submodule(k), torch.nn.Conv2d)) * NS_PER_MAC
 
 
+@pytest.mark.parametrize("arch", ["fcrn_tiny", "fastdepth_mobilenet_v2"])
+def test_conv_shape_macs_equal_the_mac_counter_at_any_width(arch):
+    m = build_model(arch)
+    shapes = conv_shapes(m, tuple(SIZE))
+    _, dense = count_macs(m, tuple(SIZE), by_layer=True)
+    narrow = {k: (max(1, s.cin // 3), max(1, s.cout // 3)) if not s.depthwise else (s.cin // 3, s.cin // 3)
+              for k, s in shapes.items()}
+    _, per = count_macs(m, tuple(SIZE), narrow, by_layer=True)
+    for k, s in shapes.items():
+        assert s.macs(s.cin, s.cout) == dense[k], k
+        assert s.macs(*narrow[k]) == per[k], k
+
+
+def test_macs_allocation_on_a_machine_where_time_is_macs_ranks_by_importance_alone(fake_timing):
+    """On the fake machine a millisecond is a million MACs everywhere, so a block's MACs per millisecond
+    saved are the same in every group and the ``macs`` allocation gives up the block of lowest mean
+    normalised L1 score first, whatever its time; the ``latency`` allocation, the block of most ms per unit."""
+    m, groups, init = _tiny()
+    budget = _budget(m, groups, init)
+    torch.manual_seed(0)
+    weights = {k: torch.rand_like(v) + 0.1 if v.is_floating_point() else v for k, v in m.state_dict().items()}
+    mean_low = {}
+    for g in groups:  # independent: the mean normalised L1 of each group's lowest 8 channels
+        if g.channels <= 8:
+            continue
+        s = channel_scores(weights, init, g).double()
+        mean_low[g.index] = float(torch.sort(s / s.mean()).values[:8].mean())
+    budget.target_ms = budget.predict(init) - 1e-9  # one block is enough
+    res = prune_to_latency(weights, init, groups, budget, 8, by_macs=True)
+    lost = [g.index for g in groups if int(channel_alive(res.mask, g).sum()) < g.channels]
+    assert lost == [min(mean_low, key=mean_low.get)]
+    by_time = prune_to_latency(weights, init, groups, budget, 8)
+    assert [g.index for g in groups if int(channel_alive(by_time.mask, g).sum()) < g.channels] != lost
+
+
 def test_uniform_allocation_keeps_the_widest_shared_fraction_that_meets_the_target(fake_timing):
     m, groups, init = _tiny()
     budget = _budget(m, groups, init)
@@ -137,7 +174,7 @@ def test_uniform_allocation_keeps_the_widest_shared_fraction_that_meets_the_targ
 
 
 @pytest.mark.parametrize(("criterion", "allocation"), [("channel", "latency"), ("refill", "latency"),
-                                                       ("channel", "uniform")])
+                                                       ("channel", "uniform"), ("channel", "macs")])
 def test_budgeted_search_meets_each_level_target_and_stops(fake_timing, cache, tmp_path, criterion, allocation):
     from edgeticket.fsio import read_json
     from edgeticket.tickets.imp import search
@@ -392,3 +429,111 @@ def test_a_probe_inside_its_noise_leaves_its_factor_near_1(monkeypatch, tmp_path
     _fit(lm, [{}, *calibration], fit["measured_ms"], probes, [0.2] * len(fit["measured_ms"]))
     assert abs(lm.factor(planted) - 1.0) < 0.5 * abs(clean - 1.0)
     assert all(abs(lm.factor(g) - 1.0) < 0.02 for g in probes if g != planted)
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_latency_check_prunes_again_until_the_machine_meets_the_target(monkeypatch, cache, tmp_path, check):
+    """A machine on which the three groups the table says save most save only 0.3x their MACs inside the
+    model and the others 1.5x: the calibration through uniform tickets averages the two, so the table alone
+    (no probes) overrates the budgeted ticket, which cuts the first three. With the check, the level predicted to
+    meet 2x is timed beside the dense model and pruned again until the machine itself (its latency counted
+    from MACs, not from the table) runs it at >= 2x; without it, the same search stops short."""
+    from edgeticket.fsio import read_json
+    from edgeticket.tickets.imp import search
+
+    monkeypatch.setenv("EDGETICKET_CACHE", str(tmp_path / "cache"))
+    m, groups, _ = _tiny()
+    by_table = _one_block_savings(m, groups)
+    ranked = sorted(by_table, key=by_table.get, reverse=True)
+    planted = {**{g: 0.3 for g in ranked[:3]}, **{g: 1.5 for g in ranked[3:]}}  # uniform tickets see both
+    fake_latency.install(monkeypatch.setattr, in_graph=planted)
+    cfg = tiny_search_config(criterion="channel", levels=8, rate=0.3, target_speedup=2.0, check_latency=check,
+                             train=tiny_train_config(epochs=1))
+    out = tmp_path / "s"
+    summary = search(cache, out, cfg, device="cpu", progress=False)
+    last = sorted(out.glob("level_*"))[-1]
+    rep = read_json(last / "sparsity.json")
+    widths = alive_widths(m, Mask.load(last / "mask.pt"), groups)
+    machine = fake_latency.model_ms(m, tuple(SIZE), {}, planted) / fake_latency.model_ms(m, tuple(SIZE), widths,
+                                                                                         planted)
+    assert rep["predicted_speedup"] >= 2.0 - 1e-9
+    if not check:
+        assert machine < 1.95, machine  # the table alone overrates the ticket on this machine
+        assert "latency_check" not in rep and not (last / "latency_check.json").exists()
+        assert "measured" not in summary["target"]["message"]
+        return
+    chk = rep["latency_check"]
+    assert chk == read_json(last / "latency_check.json")
+    assert machine >= 2.0 - 1e-9 and chk["met"] and summary["target"]["reached"]
+    assert chk["measured_speedup"] == pytest.approx(machine, rel=1e-6)
+    first = chk["attempts"][0]
+    assert len(chk["attempts"]) >= 2 and not first["met"] and first["speedup"] < 1.95
+    assert rep["predicted_speedup"] > first["predicted_speedup"]  # pruned again to a corrected prediction
+    assert any("short of the target; pruned again" in n for n in rep["notes"])
+    assert f"measured {machine:.2f}x" in summary["target"]["message"]
+    table = (out / "summary.md").read_text()
+    assert "measured speed-up (check)" in table and f"| {machine:.2f}x |" in table
+    earlier = [read_json(d / "sparsity.json") for d in sorted(out.glob("level_*"))[:-1]]
+    assert all("latency_check" not in r for r in earlier)  # levels predicted above the target are not timed
+
+
+def test_a_noisy_check_moves_the_corrected_target_less_than_a_precise_one():
+    """The corrected target pools the attempts' measured / predicted ratios by their noise: a precise 10% miss
+    and a noisy 33% one correct by about 10%, not 33% (the 4x search that went to 6.89x by the last one)."""
+    from edgeticket.tickets.imp import CHECK_MARGIN, clearly_fast, corrected_target_ms
+
+    precise = {"predicted_latency_ms": 10.0, "measured_latency_ms": 11.0, "se": 0.01, "met": False}
+    noisy = {"predicted_latency_ms": 9.5, "measured_latency_ms": 9.5 * 4 / 3, "se": 0.1, "met": False}
+    got = corrected_target_ms(10.0, [precise, noisy])
+    w1, w2 = 1 / 0.01 ** 2, 1 / 0.1 ** 2
+    ratio = math.exp((w1 * math.log(1.1) + w2 * math.log(4 / 3)) / (w1 + w2))
+    assert got == pytest.approx(10.0 / ratio * (1 - CHECK_MARGIN), rel=1e-12)
+    assert 10.0 / 1.12 * (1 - CHECK_MARGIN) < got < 10.0 / 1.1 * (1 - CHECK_MARGIN)
+    assert corrected_target_ms(10.0, [precise]) == pytest.approx(10.0 / 1.1 * (1 - CHECK_MARGIN))
+    # a pooled ratio that would not prune past the last attempt still prunes CHECK_MARGIN further
+    slight = {"predicted_latency_ms": 8.0, "measured_latency_ms": 10.1, "se": 0.5, "met": False}
+    assert corrected_target_ms(10.0, [precise, slight]) <= 8.0 * (1 - CHECK_MARGIN) + 1e-12
+    # a level measured 20% faster than predicted and needed gives channels back: towards the target
+    fast = {"predicted_latency_ms": 10.0, "measured_latency_ms": 8.0, "se": 0.01, "met": True}
+    assert clearly_fast(10.0, fast) and not clearly_fast(10.0, {**fast, "measured_latency_ms": 9.8})
+    assert corrected_target_ms(10.0, [fast]) == pytest.approx(10.0 / 0.8 * (1 - CHECK_MARGIN))
+    assert corrected_target_ms(10.0, [{**fast, "measured_latency_ms": 9.9}]) == pytest.approx(10 * (1 + CHECK_MARGIN))
+
+
+
+def test_latency_check_gives_channels_back_where_the_machine_is_faster_than_predicted(monkeypatch, cache, tmp_path):
+    """The opposite machine: the three groups the table says save most save 3x their MACs inside the model,
+    the others 0.3x, so the budgeted ticket predicted at 2x runs faster. The check gives channels back
+    (a wider mask, predicted below 2x) and keeps the widest attempt that the machine still runs at >= 2x."""
+    from edgeticket.fsio import read_json
+    from edgeticket.tickets.imp import search
+
+    monkeypatch.setenv("EDGETICKET_CACHE", str(tmp_path / "cache"))
+    m, groups, _ = _tiny()
+    by_table = _one_block_savings(m, groups)
+    ranked = sorted(by_table, key=by_table.get, reverse=True)
+    planted = {**{g: 3.0 for g in ranked[:3]}, **{g: 0.3 for g in ranked[3:]}}
+    fake_latency.install(monkeypatch.setattr, in_graph=planted)
+    cfg = tiny_search_config(criterion="channel", levels=8, rate=0.3, target_speedup=2.0,
+                             train=tiny_train_config(epochs=1))
+    out = tmp_path / "s"
+    summary = search(cache, out, cfg, device="cpu", progress=False)
+    levels = sorted(out.glob("level_*"))
+    last = levels[-1]
+    rep = read_json(last / "sparsity.json")
+    chk = rep["latency_check"]
+    widths = alive_widths(m, Mask.load(last / "mask.pt"), groups)
+
+    def machine(w):
+        return fake_latency.model_ms(m, tuple(SIZE), {}, planted) / fake_latency.model_ms(m, tuple(SIZE), w, planted)
+
+    first = chk["attempts"][0]
+    assert first["met"] and first["speedup"] > 2.1 and first["predicted_speedup"] >= 2.0 - 1e-9
+    assert machine(widths) >= 2.0 - 1e-9 and chk["met"] and summary["target"]["reached"]
+    assert chk["measured_speedup"] == pytest.approx(machine(widths), rel=1e-6)
+    assert rep["predicted_speedup"] < first["predicted_speedup"]  # wider than the first attempt
+    assert rep["macs"]["channel"] > 0 and chk["kept"] >= 1
+    met = [a for a in chk["attempts"] if a["met"]]
+    assert chk["measured_speedup"] == min(a["speedup"] for a in met)  # the widest that met it
+    assert any("channels given back" in n for n in rep["notes"])
+    assert len(levels) == summary["target"]["level"] + 1  # the check's level ends the search

@@ -80,6 +80,13 @@ class ConvShape:
         return (f"{'dw' if k.depthwise else 'c'}{k.cin}x{k.cout}_k{k.kernel[0]}x{k.kernel[1]}_s{k.stride[0]}x{k.stride[1]}"
                 f"_p{k.padding[0]}x{k.padding[1]}_d{k.dilation[0]}x{k.dilation[1]}_at{k.hw[0]}x{k.hw[1]}")
 
+    def macs(self, cin: int, cout: int) -> int:
+        """Multiply-accumulates of this conv at ``cin`` x ``cout`` channels for one image (as ``models.macs``)."""
+        k = self
+        ho = (k.hw[0] + 2 * k.padding[0] - k.dilation[0] * (k.kernel[0] - 1) - 1) // k.stride[0] + 1
+        wo = (k.hw[1] + 2 * k.padding[1] - k.dilation[1] * (k.kernel[1] - 1) - 1) // k.stride[1] + 1
+        return ho * wo * k.kernel[0] * k.kernel[1] * (min(cin, cout) if k.depthwise else cin * cout)
+
     def grid(self) -> tuple[list[int], list[int]]:
         ins = sorted({max(1, round(self.cin * f)) for f in GRID})
         outs = ins if self.depthwise else sorted({max(1, round(self.cout * f)) for f in GRID})
@@ -471,6 +478,24 @@ def _fit(lm: LatencyModel, widths: list[dict], measured: list[float], probes: di
     lm.a, lm.b, lm.p = float(x[0]), float(x[1]), float(x[2])
     lm.factors = {g: float(c) for g, c in zip(names, x[3:], strict=True)}
     return plain
+
+
+CHECK_ROUNDS = 20  # interleaved rounds of a check (``measure_beside_dense``): its interval comes from their spread
+
+
+def measure_beside_dense(model: nn.Module, input_size: tuple[int, int], widths: dict[str, tuple[int, int]],
+                         timing: Timing, rounds: int = CHECK_ROUNDS) -> dict:
+    """Time a ticket (``model`` at ``widths``, exported as the bench exports it) beside the dense model,
+    interleaved as the bench times (``_time_samples``): both p50s, the speed-up (the ratio of the two
+    p50s), the relative standard error of that ratio (``se``) and its 95% interval, from the spread of
+    the per-round ratios."""
+    dense, ticket = _time_samples(model, input_size, [{}, widths], timing, rounds=rounds)
+    d, t = float(np.median(dense)), float(np.median(ticket))
+    se = _relative_se(ticket, dense)
+    speedup = d / t
+    return {"dense_p50_ms": d, "ticket_p50_ms": t, "speedup": speedup,
+            "speedup_ci": [speedup * float(np.exp(-1.96 * se)), speedup * float(np.exp(1.96 * se))],
+            "se": se, "rounds": rounds}
 
 
 def _time_probes(model: nn.Module, input_size: tuple[int, int], probes: dict[str, GroupProbe], timing: Timing,

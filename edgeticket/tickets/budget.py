@@ -12,6 +12,13 @@ until the prediction meets the level's target; no group goes below ``min(round_t
 NetAdapt (Yang et al. 2018) and HALP (Shen et al. 2022) solve the same problem with measured
 latency; HALP's knapsack is replaced by the greedy ratio, which is its LP relaxation's order.
 
+``--allocation macs`` weighs each block's importance by the compute it removes: its cost is its
+mean normalised score times the MACs it takes away, so that at a latency budget the ticket keeps
+as many MACs as it can (where ORT runs a conv's channels cheaply per MAC, they stay). The
+``latency`` allocation counts every channel as one unit of importance wherever it sits, so it
+takes the channels with the most milliseconds each, the high-resolution ones, which are also the
+MAC-heaviest: at equal measured speed-up it kept fewer MACs than ``uniform`` (BENCHMARKS.md).
+
 ``--allocation uniform`` is the control: the same schedule of predicted latencies, met by one
 channel fraction shared by every group (each keeps ``round(channels * f)``, rounded to
 ``round_to``, its best by the same score), the largest ``f`` whose prediction meets the level's
@@ -46,7 +53,8 @@ class LatencyBudget:
     model: object  # edgeticket.bench.latency_model.LatencyModel
     widths: Callable[[Mask], Widths]  # {conv: (in alive, out alive)} once a mask's dead channels are gone
     target_ms: float = 0.0
-    allocation: str = "latency"  # latency (importance per ms saved) or uniform (one fraction for every group)
+    allocation: str = "latency"  # latency (importance per ms saved), macs (importance x MACs per ms) or uniform
+    timing: object = None  # edgeticket.bench.latency_model.Timing: how a level's latency check measures
 
     def predict(self, mask: Mask) -> float:
         return self.model.predict(self.widths(mask))
@@ -80,10 +88,10 @@ Scores = Callable[[Mask, ChannelGroup], torch.Tensor]
 
 def prune_within_budget(weights: dict[str, torch.Tensor], mask: Mask, groups: list[ChannelGroup],
                         budget: LatencyBudget, round_to: int, scores: Scores | None = None) -> PruneResult:
-    """The next mask of a budgeted level, by the budget's allocation (``latency`` or ``uniform``)."""
+    """The next mask of a budgeted level, by the budget's allocation (``latency``, ``macs`` or ``uniform``)."""
     if budget.allocation == "uniform":
         return prune_uniform_to_latency(weights, mask, groups, budget, round_to, scores)
-    return prune_to_latency(weights, mask, groups, budget, round_to, scores)
+    return prune_to_latency(weights, mask, groups, budget, round_to, scores, by_macs=budget.allocation == "macs")
 
 
 def prune_uniform_to_latency(weights: dict[str, torch.Tensor], mask: Mask, groups: list[ChannelGroup],
@@ -120,11 +128,14 @@ def prune_uniform_to_latency(weights: dict[str, torch.Tensor], mask: Mask, group
 
 
 def prune_to_latency(weights: dict[str, torch.Tensor], mask: Mask, groups: list[ChannelGroup],
-                     budget: LatencyBudget, round_to: int, scores: Scores | None = None) -> PruneResult:
+                     budget: LatencyBudget, round_to: int, scores: Scores | None = None,
+                     by_macs: bool = False) -> PruneResult:
     """The next mask: whole channels removed, cheapest importance per predicted ms first, to ``budget.target_ms``.
 
     ``scores(mask, group)`` is the importance of a group's channels: by default the channel
     criterion's L1 norm; IMP-Refill passes its count of weights surviving global magnitude pruning.
+    ``by_macs``: a block's cost is its mean normalised score times the MACs it removes
+    (``--allocation macs``) instead of its summed normalised score.
     """
     out = with_bn_entries(mask, groups)
     scores = scores or (lambda m, g: channel_scores(weights, m, g))
@@ -148,6 +159,9 @@ def prune_to_latency(weights: dict[str, torch.Tensor], mask: Mask, groups: list[
     def conv_ms(name: str, w: Widths) -> float:
         return lm.conv_ms(name, *w[name]) if name in shapes else 0.0
 
+    def conv_macs(name: str, w: Widths) -> float:
+        return float(shapes[name].macs(*w[name])) if name in shapes else 0.0
+
     def with_width(g: ChannelGroup, k: int) -> Widths:
         w = {}
         for c in convs[g.index]:
@@ -170,6 +184,8 @@ def prune_to_latency(weights: dict[str, torch.Tensor], mask: Mask, groups: list[
         saved = lm.b * lm.factor(g.name) * sum(conv_ms(c, widths) - conv_ms(c, new) for c in convs[g.index])
         r = removed[g.index]
         cost = sum(norm[g.index][i] for i in order[g.index][r:r + step])
+        if by_macs:
+            cost = cost / step * sum(conv_macs(c, widths) - conv_macs(c, new) for c in convs[g.index])
         return cost, saved, step
 
     current = lm.predict(widths)

@@ -13,7 +13,7 @@ from edgeticket.train.config import TrainConfig
 _PANEL = "Search"
 _BUDGET = "Latency budget"
 SCOPES = ("encoder", "decoder", "all")
-ALLOCATIONS = ("latency", "uniform")  # tickets.budget: prune_to_latency, prune_uniform_to_latency
+ALLOCATIONS = ("latency", "macs", "uniform")  # tickets.budget: prune_to_latency (twice), prune_uniform_to_latency
 
 
 def _criteria() -> tuple[str, ...]:
@@ -53,8 +53,9 @@ class SearchConfig(Hparams):
     target_latency: float | None = hfield(None, help="Channel searches: prune to a predicted latency in milliseconds "
                                           "(as --target-speedup).", low=0, low_open=True, high=1e7, panel=_BUDGET)
     allocation: str = hfield("latency", help="How a budgeted level removes channels: latency (importance per "
-                             "predicted millisecond saved, HALP-style) or uniform (one fraction of every group, the "
-                             "largest that meets the level's predicted latency: the control).",
+                             "predicted millisecond saved, HALP-style), macs (importance times the MACs removed, per "
+                             "millisecond: keeps the most compute a budget allows) or uniform (one fraction of every "
+                             "group, the largest that meets the level's predicted latency: the control).",
                              choices=ALLOCATIONS, panel=_BUDGET)
     latency_provider: str = hfield("cpu", help="ONNX Runtime provider the latency table is measured with.",
                                    choices=("cpu", "cuda"), panel=_BUDGET)
@@ -62,6 +63,10 @@ class SearchConfig(Hparams):
                                  "the bench).", low=1, high=1024, panel=_BUDGET)
     remeasure: bool = hfield(False, help="Measure the latency table again instead of reading the cache.",
                              panel=_BUDGET)
+    check_latency: bool = hfield(True, help="Budgeted searches: time the level predicted to meet the target beside "
+                                 "the dense model, as the bench does, and while it measures short of the target, "
+                                 "prune it again to a prediction corrected by the measurement (at most "
+                                 "3 times).", panel=_BUDGET)
     model: ModelConfig = hfield(default_factory=ModelConfig, help="The model.", nested=True)
     data: DataConfig = hfield(default_factory=DataConfig, help="The data.", nested=True)
     train: TrainConfig = hfield(default_factory=TrainConfig, help="How every level trains.", nested=True)

@@ -38,6 +38,7 @@ def collect_rows(root: Path) -> list[dict]:
                 "macs_dense": s.get("macs", {}).get("dense"),
                 "predicted_latency_ms": s.get("predicted_latency_ms"),
                 "predicted_speedup": s.get("predicted_speedup"),
+                "checked_speedup": s.get("latency_check", {}).get("measured_speedup"),
                 "val": m.get("val", {}),
                 "test": m.get("test", {}),
             })
@@ -117,9 +118,10 @@ def format_comparisons(comps: list[dict], split: str = "val") -> str:
 
 def format_table(rows: list[dict]) -> str:
     timed = any(r.get("predicted_latency_ms") is not None for r in rows)
-    extra = " predicted ms | predicted speed-up |" if timed else ""
+    checked = any(r.get("checked_speedup") is not None for r in rows)
+    extra = (" predicted ms | predicted speed-up |" if timed else "") + (" measured speed-up (check) |" if checked else "")
     head = "| level | branch | sparsity | channel sparsity | GMACs |" + extra + " val δ1 | val rmse | val abs_rel |\n"
-    head += "|---|---|---|---|---|" + ("---|---|" if timed else "") + "---|---|---|\n"
+    head += "|---|---|---|---|---|" + ("---|---|" if timed else "") + ("---|" if checked else "") + "---|---|---|\n"
     lines = []
     for r in rows:
         v = r["val"]
@@ -128,6 +130,9 @@ def format_table(rows: list[dict]) -> str:
         if timed:
             ms, x = r.get("predicted_latency_ms"), r.get("predicted_speedup")
             pred = f" {ms:.2f} | {x:.2f}x |" if ms is not None else " – | – |"
+        if checked:
+            c = r.get("checked_speedup")
+            pred += f" {c:.2f}x |" if c is not None else " – |"
         lines.append(
             f"| {r['level']:02d} | {r['branch'] or '–'} | {r['sparsity']:.3f} | {r['channel_sparsity']:.3f} | {macs} |"
             f"{pred} {v.get('delta1', float('nan')):.4f} | {v.get('rmse', float('nan')):.4f} | "
