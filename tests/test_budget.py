@@ -243,8 +243,8 @@ def test_latency_model_shapes_cover_every_conv():
 @pytest.mark.slow
 def test_target_speedup_2_export_is_measured_faster_and_shows_its_prediction(synth_dir, tmp_path, monkeypatch):
     """The issue's acceptance run, fcrn_resnet18 at 96x128, measured for real by the bench: the search stops
-    at the level predicted >= 2x, its export carries the prediction, the bench prints it, and the ticket
-    is measured clearly faster than the dense export.
+    at the level whose latency check measured it at the target, its export carries the prediction, the
+    bench prints it, and the ticket is measured clearly faster than the dense export.
 
     The issue's figure (>= 1.8x) depends on the machine, so it is a benchmark
     (``benchmarks/target_speedup_acceptance.py``), not this test: on the Xeon of BENCHMARKS.md it measured
@@ -282,7 +282,9 @@ def test_target_speedup_2_export_is_measured_faster_and_shows_its_prediction(syn
           f"{read_json(last / 'sparsity.json')['predicted_speedup']:.3f}")
     v = ticket["vs_baseline"]
     assert v["speedup_ci"][0] > 1.0 and v["speedup"] >= 1.3, v
-    assert read_json(last / "sparsity.json")["predicted_speedup"] >= 2.0 - 1e-9
+    chk = read_json(last / "sparsity.json")["latency_check"]  # the search timed its last level itself
+    assert chk["attempts"] and chk["measured_speedup"] >= 1.8, chk
+    assert chk["met"] == (chk["measured_speedup"] >= 2.0 - 1e-9)
 
 
 @pytest.mark.parametrize("arch", [a for a in list_models() if a != "fcrn_resnet34"])  # 34 = 18's blocks
