@@ -2,15 +2,16 @@
 
     python benchmarks/equal_measured_speedup.py OUT [--targets 2 4] [--threads 1] [--rooms 24] [--runs 30]
 
-For each target X and each ``--allocation`` (latency: HALP-style importance per predicted ms; macs:
-importance times the MACs removed, per ms; uniform: one channel fraction for every group), one search of fcrn_resnet18 from scratch at 96x128 (1 epoch a
-level, ``--rate 0.3``, ``--target-speedup X``, the latency check on, one latency cache for all), so
-that each final level has been timed beside the dense model and pruned again until it measures X.
-Then the final levels and the dense level 0 are exported and benched together (``edgeticket bench``,
-interleaved; ``--allow-constant``: a 4x ticket from scratch after one epoch a level may predict one
-depth everywhere, which does not change its latency), and one row per search is printed: GMACs kept, predicted speed-up, the search's check
-and the bench's measurement, with their 95% intervals, and val δ1. The question is which allocation
-keeps more MACs at the speed-up both measure.
+For each target X and each ``--allocation`` (latency: HALP-style importance per predicted ms;
+macs: importance times the MACs removed, per ms; uniform: one channel fraction for every group),
+one search of fcrn_resnet18 from scratch at 96x128 (1 epoch a level, ``--rate 0.3``,
+``--target-speedup X``, the latency check on, one latency cache for all), so that each final level
+has been timed beside the dense model and pruned again until it measures X. Then the final levels
+and the dense level 0 are exported and benched together (``edgeticket bench``, interleaved;
+``--allow-constant``: a 4x ticket from scratch after one epoch a level may predict one depth
+everywhere, which does not change its latency), and one row per search is printed: GMACs kept,
+predicted speed-up, the search's check and the bench's measurement, with their 95% intervals, and
+val δ1. The question is which allocation keeps more MACs at the speed-up both measure.
 """
 
 from __future__ import annotations

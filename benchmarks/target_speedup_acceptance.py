@@ -3,8 +3,8 @@
     python benchmarks/target_speedup_acceptance.py OUT [--threads N] [--runs 30] [--rooms 24]
 
 Renders the synthetic rooms, runs the search (1 epoch a level, ``--rate 0.3``, a fresh latency cache
-under OUT unless ``--cache`` names one, the latency check on as by default), exports level 0 and the final level, benches the ticket
-against the dense export, and prints predicted and measured speed-ups. Exits 1 unless the bench
+under OUT unless ``--cache`` names one, the latency check on as by default), exports level 0 and
+the final level, benches the ticket against the dense export, and prints predicted and measured speed-ups. Exits 1 unless the bench
 measures >= 1.8x (or the interval reaches 1.8 with the point >= 1.6, as the bench's gates judge noise).
 It is a benchmark, not a unit test: the figure depends on the machine (BENCHMARKS.md has both).
 """

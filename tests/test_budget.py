@@ -502,7 +502,6 @@ def test_a_noisy_check_moves_the_corrected_target_less_than_a_precise_one():
     assert corrected_target_ms(10.0, [{**fast, "measured_latency_ms": 9.9}]) == pytest.approx(10 * (1 + CHECK_MARGIN))
 
 
-
 def test_latency_check_gives_channels_back_where_the_machine_is_faster_than_predicted(monkeypatch, cache, tmp_path):
     """The opposite machine: the three groups the table says save most save 3x their MACs inside the model,
     the others 0.3x, so the budgeted ticket predicted at 2x runs faster. The check gives channels back

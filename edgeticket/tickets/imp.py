@@ -91,10 +91,13 @@ def next_mask(ctx: SearchContext, level: int) -> tuple[Mask, list[str], dict | N
     if ctx.budget is not None:
         ctx.budget.target_ms = level_target_ms(ctx, mask)
         pctx.latency = ctx.budget
-    res = ctx.criterion.prune(weights, mask, level_density(ctx.cfg, level), pctx)
+    def prune():  # with the budget's current target_ms
+        return ctx.criterion.prune(weights, mask, level_density(ctx.cfg, level), pctx)
+
+    res = prune()
     if ctx.budget is None or not ctx.cfg.check_latency:
         return res.mask, res.notes, None
-    return check_level(ctx, res, lambda: ctx.criterion.prune(weights, mask, level_density(ctx.cfg, level), pctx))
+    return check_level(ctx, res, prune)
 
 
 def train_masked(ctx: SearchContext, folder: Path, mask: Mask, start: dict[str, torch.Tensor], meta: dict,
@@ -159,6 +162,11 @@ def level_target_ms(ctx: SearchContext, prev_mask: Mask) -> float:
     return max(final_target_ms(ctx), (1 - ctx.cfg.rate) * ctx.budget.predict(prev_mask))
 
 
+def within(ms: float, target_ms: float) -> bool:
+    """``ms`` meets ``target_ms``, to float rounding."""
+    return ms <= target_ms * (1 + 1e-9)
+
+
 def latency_figures(ctx: SearchContext, mask: Mask, folder: Path | None = None) -> dict:
     pred, lm = ctx.budget.predict(mask), ctx.budget.model
     out = {"predicted_latency_ms": pred, "predicted_speedup": lm.dense_ms / pred if pred > 0 else None,
@@ -171,10 +179,6 @@ def latency_figures(ctx: SearchContext, mask: Mask, folder: Path | None = None) 
 
 CHECK_TRIES = 3  # measurements of one level, the first included
 CHECK_MARGIN = 0.02  # a corrected level aims this far past the target, so that the next measurement's noise does not undo it
-
-
-def same_mask(a: Mask, b: Mask) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def corrected_target_ms(final: float, attempts: list[dict]) -> float:
@@ -228,14 +232,14 @@ def check_level(ctx: SearchContext, res, prune_again) -> tuple[Mask, list[str], 
     notes, attempts, masks = list(res.notes), [], []
     for attempt in range(CHECK_TRIES):
         pred = budget.predict(res.mask)
-        if pred > final * (1 + 1e-9) and not attempts:
+        if not within(pred, final) and not attempts:
             break  # not the level that ends the search (or every group is at its floor): nothing to check
         if ctx.progress:
             print(f"  latency check {attempt + 1}/{CHECK_TRIES}: timing the level beside the dense model", flush=True)
         m = measure_beside_dense(ctx.probe, tuple(ctx.cfg.data.input_size), budget.widths(res.mask), budget.timing)
         measured = m["ticket_p50_ms"] if ctx.cfg.target_latency is not None else dense / m["speedup"]
         attempts.append({**m, "predicted_latency_ms": pred, "predicted_speedup": dense / pred,
-                         "measured_latency_ms": measured, "met": measured <= final * (1 + 1e-9)})
+                         "measured_latency_ms": measured, "met": within(measured, final)})
         masks.append(res.mask)
         said = (f"latency check: predicted {dense / pred:.2f}x ({pred:.2f} ms), measured "
                 f"{m['speedup']:.2f}x [{m['speedup_ci'][0]:.2f}, {m['speedup_ci'][1]:.2f}] beside the dense model "
@@ -252,7 +256,7 @@ def check_level(ctx: SearchContext, res, prune_again) -> tuple[Mask, list[str], 
         notes.append(said + (": faster than needed beyond noise; channels given back to" if met else
                              ": short of the target; pruned again to") + f" a predicted {dense / budget.target_ms:.2f}x")
         again = prune_again()
-        if any(same_mask(again.mask, k) for k in masks):
+        if any(again.mask.same_as(k) for k in masks):
             notes.append("latency check: pruning again gave a mask already measured; the level stands")
             break
         res = again
@@ -261,13 +265,13 @@ def check_level(ctx: SearchContext, res, prune_again) -> tuple[Mask, list[str], 
         return res.mask, notes, None
     met = [i for i, a in enumerate(attempts) if a["met"]]
     pick = max(met, key=lambda i: attempts[i]["predicted_latency_ms"]) if met else len(attempts) - 1
-    if pick != len(attempts) - 1 or not same_mask(masks[pick], res.mask):
+    if pick != len(attempts) - 1 or not masks[pick].same_as(res.mask):
         notes.append(f"latency check: the level keeps measurement {pick + 1}, the widest that met the target")
     a = attempts[pick]
     check = {"met": a["met"], "measured_speedup": a["speedup"], "measured_speedup_ci": a["speedup_ci"],
              "measured_latency_ms": a["measured_latency_ms"], "dense_p50_ms": a["dense_p50_ms"],
              "ticket_p50_ms": a["ticket_p50_ms"], "kept": pick,
-             "threads": budget.timing.resolved_threads() if budget.timing else None, "attempts": attempts}
+             "threads": budget.timing.resolved_threads(), "attempts": attempts}
     return masks[pick], notes, check
 
 
@@ -317,13 +321,12 @@ def open_budget(ctx: SearchContext) -> LatencyBudget:
     def widths(m: Mask) -> dict[str, tuple[int, int]]:
         return alive_widths(probe, m, groups)
 
-    lm = None
+    lm, timing = None, Timing(cfg.latency_provider, cfg.threads)
     if D.current().is_main:
-        lm = latency_model_for(probe, groups, ctx.initial_mask(), tuple(cfg.data.input_size),
-                               Timing(cfg.latency_provider, cfg.threads), arch=cfg.model.arch,
+        lm = latency_model_for(probe, groups, ctx.initial_mask(), tuple(cfg.data.input_size), timing,
+                               arch=cfg.model.arch,
                                round_to=cfg.round_to, remeasure=cfg.remeasure, progress=ctx.progress)
-    budget = LatencyBudget(D.broadcast_object(lm), widths, allocation=cfg.allocation,
-                           timing=Timing(cfg.latency_provider, cfg.threads))
+    budget = LatencyBudget(D.broadcast_object(lm), widths, allocation=cfg.allocation, timing=timing)
     fastest = budget.model.predict(floor_widths(budget, ctx.initial_mask(), groups, cfg.round_to))
     if fastest > final_target_ms(ctx, budget):
         name = "target_speedup" if cfg.target_speedup is not None else "target_latency"
@@ -339,7 +342,7 @@ def meets_target(ctx: SearchContext, report: dict) -> bool:
     check = report.get("latency_check")
     if check is not None:
         return bool(check["met"])
-    return report["predicted_latency_ms"] <= final_target_ms(ctx) * (1 + 1e-9)
+    return within(report["predicted_latency_ms"], final_target_ms(ctx))
 
 
 def ends_search(ctx: SearchContext, report: dict) -> bool:
@@ -347,7 +350,7 @@ def ends_search(ctx: SearchContext, report: dict) -> bool:
     ran (it was predicted to meet the target before the check corrected it), whatever the check
     measured: one short of the target has already been pruned again ``CHECK_TRIES`` times (or to the
     floor)."""
-    return report["predicted_latency_ms"] <= final_target_ms(ctx) * (1 + 1e-9) or "latency_check" in report
+    return within(report["predicted_latency_ms"], final_target_ms(ctx)) or "latency_check" in report
 
 
 def target_outcome(ctx: SearchContext, reports: list[dict]) -> dict:

@@ -152,6 +152,10 @@ class Mask(dict):
             p = params[k]
             p.mul_(v.to(device=p.device, dtype=p.dtype))
 
+    def same_as(self, other: Mask) -> bool:
+        """True when both masks have the same entries, element for element."""
+        return self.keys() == other.keys() and all(torch.equal(self[k], other[k]) for k in self)
+
     def is_nested_in(self, other: Mask) -> bool:
         """True when every weight alive here is alive in ``other`` (pruned stays pruned)."""
         return all(not (self[k] & ~other[k]).any() for k in self if k in other)
